@@ -1,0 +1,197 @@
+"""Load and validate params.yaml (the Hydra composition of conf/), and regenerate it.
+
+The schema below is the single list of valid keys: a misspelled key in conf/, params.yaml or a
+`dvc exp run -S` override fails with the closest valid key suggested, instead of being ignored.
+OmegaConf does the type checking; we only turn its errors into `ConfigError`s that say what to do.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from medtune.errors import ConfigError
+
+PARAMS_FILE = "params.yaml"
+CONF_DIR = "conf"
+
+
+@dataclass
+class WeightsConfig:
+    source: str = "hub"  # gguf-package | hub | tiny-random
+    package: str | None = None  # gguf-package: the installed distribution that ships the file
+    file: str | None = None  # gguf-package: path of the .gguf file inside that distribution
+    hub_id: str | None = None
+    revision: str | None = None
+    path: str | None = None  # a local model folder; wins over hub_id
+    dtype: str = "float32"
+    init_seed: int = 0  # tiny-random only
+    hidden_size: int = 32
+    intermediate_size: int = 64
+    num_hidden_layers: int = 2
+    num_attention_heads: int = 4
+    num_key_value_heads: int = 2
+
+
+@dataclass
+class ModelConfig:
+    name: str = "???"
+    weights: WeightsConfig = field(default_factory=WeightsConfig)
+    lora_targets: list[str] = field(default_factory=list)
+
+
+@dataclass
+class PeftConfig:
+    method: str = "lora"
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.05
+
+
+@dataclass
+class TrainConfig:
+    epochs: float = 3
+    lr: float = 3e-4
+    lr_scheduler: str = "cosine"
+    warmup_steps: float = 0.05
+    weight_decay: float = 0.0
+    batch_size: int = 8
+    grad_accum: int = 1
+    max_steps: int = -1
+    bf16: bool = True
+    gradient_checkpointing: bool = False
+    logging_steps: int = 5
+    eval_steps: int = 10
+
+
+@dataclass
+class DataConfig:
+    source: str = "local"  # local | hub
+    path: str | None = None  # local: .jsonl, .json, .csv or .parquet
+    hub_id: str | None = None
+    revision: str | None = None
+    hub_split: str = "train"
+    columns: dict[str, str] = field(default_factory=dict)  # our field -> source column
+    id_column: str | None = None  # null: ids are made from the record number
+    max_records: int | None = None  # keep a seeded random sample of this many records
+    on_invalid: str = "error"  # error | drop
+
+
+@dataclass
+class SplitConfig:
+    validation: float = 0.1
+    test: float = 0.1
+
+
+@dataclass
+class GenerationConfig:
+    max_new_tokens: int = 96
+
+
+@dataclass
+class TaskConfig:
+    kind: str = "sft"
+    description: str = ""
+    data: DataConfig = field(default_factory=DataConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
+    system: str = ""
+    max_length: int = 384
+    metrics: list[str] = field(default_factory=lambda: ["rouge_l"])  # names in medtune.metrics.TEXT_METRICS
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+
+
+@dataclass
+class EvalConfig:
+    batch_size: int = 16
+    max_examples: int | None = None
+
+
+@dataclass
+class Params:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    peft: PeftConfig = field(default_factory=PeftConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    tasks: dict[str, TaskConfig] = field(default_factory=dict)
+    seed: int = 42
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+def validate(raw: dict[str, Any], source: str = PARAMS_FILE) -> DictConfig:
+    """Check `raw` against the schema and return it typed; raise `ConfigError` naming the bad key."""
+    schema = OmegaConf.structured(Params)
+    try:
+        cfg = OmegaConf.merge(schema, raw)
+        missing = sorted(OmegaConf.missing_keys(cfg))
+    except OmegaConfBaseException as err:
+        raise _config_error(err, source) from None
+    if missing:
+        raise ConfigError(missing[0], f"is required but missing in {source}")
+    return cfg
+
+
+def load_params(path: str | Path = PARAMS_FILE) -> DictConfig:
+    """Read and validate params.yaml."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError("-", f"{path} not found; run `medtune params` in the project root") from None
+    except yaml.YAMLError as err:
+        raise ConfigError("-", f"{path} is not valid YAML: {err}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError("-", f"{path} must hold a mapping at the top level")
+    return validate(raw, str(path))
+
+
+def task_config(params: DictConfig, task: str) -> DictConfig:
+    """The config of one task, with a clear error for a task name that is not configured."""
+    if task not in params.tasks:
+        known = ", ".join(params.tasks) or "none"
+        raise ConfigError(f"tasks.{task}", f"no such task in {PARAMS_FILE} (configured: {known})")
+    return params.tasks[task]
+
+
+def compose_params(root: str | Path = ".", overrides: list[str] | None = None) -> Path:
+    """Compose conf/ with Hydra into params.yaml exactly as `dvc exp run` does, and validate the result."""
+    from dvc.utils.hydra import compose_and_dump  # DVC's own writer, so `dvc exp run` output is byte-identical
+
+    root = Path(root).resolve()
+    out = root / PARAMS_FILE
+    compose_and_dump(str(out), str(root / CONF_DIR), None, "config", str(root), overrides or [])
+    load_params(out)
+    return out
+
+
+def _config_error(err: OmegaConfBaseException, source: str) -> ConfigError:
+    """Turn an OmegaConf error into a ConfigError with the full key and, for a typo, the closest valid key."""
+    key = getattr(err, "full_key", None) or "-"
+    msg = getattr(err, "msg", None) or str(err).splitlines()[0]
+    parent_keys = _schema_keys_at(key.rsplit(".", 1)[0] if "." in key else "")
+    leaf = key.rsplit(".", 1)[-1]
+    hint = ""
+    if leaf not in parent_keys:
+        close = difflib.get_close_matches(leaf, parent_keys, n=1)
+        if close:
+            hint = f"; did you mean `{close[0]}`?"
+        elif parent_keys:
+            hint = f"; valid keys here: {', '.join(sorted(parent_keys))}"
+    return ConfigError(key, f"{msg.splitlines()[0]} (in {source}){hint}")
+
+
+def _schema_keys_at(dotted: str) -> list[str]:
+    """Valid keys of the schema node at `dotted` (task names under `tasks` are free)."""
+    node: Any = OmegaConf.structured(Params)
+    for part in [p for p in dotted.split(".") if p]:
+        if isinstance(node, DictConfig) and part in node:
+            node = node[part]
+        elif isinstance(node, DictConfig) and node._metadata.element_type is not Any:  # tasks.<name>
+            node = OmegaConf.structured(node._metadata.element_type)
+        else:
+            return []
+    return list(node.keys()) if isinstance(node, DictConfig) else []

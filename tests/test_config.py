@@ -1,0 +1,62 @@
+"""params.yaml is the Hydra composition of conf/, and bad keys fail with a helpful message."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+from omegaconf import OmegaConf
+
+from conftest import ROOT
+from medtune.config import compose_params, load_params, task_config, validate
+from medtune.errors import ConfigError
+
+
+def test_committed_params_yaml_is_the_composition_of_conf(tmp_path):
+    (tmp_path / "conf").symlink_to(ROOT / "conf")
+    composed = yaml.safe_load(compose_params(tmp_path).read_text())
+    committed = yaml.safe_load((ROOT / "params.yaml").read_text())
+    assert committed == composed, "params.yaml is stale: run `medtune params` and commit it"
+
+
+def test_group_switch_and_override_compose(tmp_path):
+    (tmp_path / "conf").symlink_to(ROOT / "conf")
+    params = load_params(compose_params(tmp_path, ["model=tiny-random", "peft.r=16", "task@tasks.qa=qa_medquad"]))
+    assert params.model.weights.source == "tiny-random"
+    assert params.peft.r == 16
+    assert params.tasks.qa.data.hub_id == "keivalya/MedQuad-MedicalQnADataset"
+    assert params.tasks.qa.system.startswith("You are a medical information assistant")  # inherited from qa.yaml
+
+
+def test_override_of_an_unknown_key_is_refused(tmp_path):
+    (tmp_path / "conf").symlink_to(ROOT / "conf")
+    with pytest.raises(Exception, match="peft.rank"):
+        compose_params(tmp_path, ["peft.rank=16"])
+
+
+def _params() -> dict:
+    return yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+def test_misspelled_key_names_the_key_and_suggests_the_right_one():
+    raw = _params()
+    raw["tasks"]["qa"]["data"]["colums"] = raw["tasks"]["qa"]["data"].pop("columns")
+    with pytest.raises(ConfigError, match=r"tasks\.qa\.data\.colums.*did you mean `columns`"):
+        validate(raw)
+
+
+def test_wrong_type_and_missing_key_are_reported():
+    raw = _params()
+    raw["train"]["lr"] = "fast"
+    with pytest.raises(ConfigError, match=r"train\.lr"):
+        validate(raw)
+    raw = _params()
+    del raw["model"]["name"]
+    with pytest.raises(ConfigError, match=r"model\.name.*missing"):
+        validate(raw)
+
+
+def test_unknown_task_lists_the_configured_ones():
+    params = OmegaConf.create(validate(_params()))
+    assert task_config(params, "qa").kind == "sft"
+    with pytest.raises(ConfigError, match=r"tasks\.ner.*configured: qa"):
+        task_config(params, "ner")

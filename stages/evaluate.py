@@ -13,7 +13,7 @@ from medtune.config import load_params, task_config
 from medtune.console import log, run_main
 from medtune.generation import generate, perplexity
 from medtune.io import read_jsonl, write_json, write_jsonl
-from medtune.metrics import TEXT_METRICS
+from medtune.metrics import score_texts
 from medtune.modeling import load_causal_lm, load_tokenizer
 from medtune.tasks import render_prompt
 
@@ -45,7 +45,7 @@ def main() -> None:
         outputs[name] = gens.texts
         results[name] = {
             "perplexity": perplexity(model, examples, params.eval.batch_size, tokenizer.pad_token_id),
-            **{m: TEXT_METRICS[m]([r["prompt"] for r in records], gens.texts, references) for m in task.metrics},
+            **score_texts(task.metrics, [r["prompt"] for r in records], gens.texts, references),
             "ms_per_token": round(gens.ms_per_token, 2),
             "generated_tokens": gens.new_tokens,
             "examples": len(records),
@@ -54,8 +54,10 @@ def main() -> None:
     write_json(args.metrics_dir / "eval.json", results)
     write_jsonl(
         args.metrics_dir / "samples.jsonl",
-        ({"id": r["id"], "prompt": r["prompt"], "reference": r["response"], "base": b, "finetuned": f}
-         for r, b, f in zip(records, outputs["base"], outputs["finetuned"], strict=True)),
+        (
+            {"id": r["id"], "prompt": r["prompt"], "reference": r["response"], "base": b, "finetuned": f}
+            for r, b, f in zip(records, outputs["base"], outputs["finetuned"], strict=True)
+        ),
     )
 
 

@@ -48,7 +48,12 @@ def main() -> None:
         write_json(tmp / "stats.json", stats)
     log.info(
         "%d rows -> train %d / validation %d / test %d (%d invalid dropped, %d duplicates dropped)",
-        len(rows), stats["train"], stats["validation"], stats["test"], len(problems), duplicates,
+        len(rows),
+        stats["train"],
+        stats["validation"],
+        stats["test"],
+        len(problems),
+        duplicates,
     )
 
 

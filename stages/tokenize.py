@@ -47,8 +47,14 @@ def main() -> None:
                 "response_tokens": sum(sum(t != IGNORE_INDEX for t in e["labels"]) for e in examples),
                 "max_tokens": max((len(e["input_ids"]) for e in examples), default=0),
             }
-            log.info("%s: %d examples, %d truncated to %d tokens, %d dropped",
-                     split, len(examples), truncated, task.max_length, dropped)
+            log.info(
+                "%s: %d examples, %d truncated to %d tokens, %d dropped",
+                split,
+                len(examples),
+                truncated,
+                task.max_length,
+                dropped,
+            )
         write_json(tmp / "stats.json", stats)
 
 

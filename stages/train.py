@@ -28,19 +28,34 @@ def main() -> None:
     task = task_config(params, args.task)
     train_examples = read_jsonl(args.tokenized_dir / "train.jsonl")
     eval_examples = read_jsonl(args.tokenized_dir / "validation.jsonl")
-    log.info("Fine-tuning %s on %d examples (%d for validation)", args.base_dir, len(train_examples), len(eval_examples))
+    log.info(
+        "Fine-tuning %s on %d examples (%d for validation)", args.base_dir, len(train_examples), len(eval_examples)
+    )
     with (
         atomic_dir(args.adapter_dir) as adapter_tmp,
         atomic_dir(args.metrics_dir / "live") as live_tmp,
         tempfile.TemporaryDirectory() as work_dir,
     ):
         metrics = train_sft(
-            args.base_dir, train_examples, eval_examples, params.peft, params.train, params.model.lora_targets,
-            task.max_length, params.seed, adapter_tmp, live_tmp, Path(work_dir),
+            base_dir=args.base_dir,
+            train_examples=train_examples,
+            eval_examples=eval_examples,
+            peft=params.peft,
+            train=params.train,
+            lora_targets=params.model.lora_targets,
+            max_length=task.max_length,
+            seed=params.seed,
+            adapter_dir=adapter_tmp,
+            live_dir=live_tmp,
+            work_dir=Path(work_dir),
         )
     write_json(args.metrics_dir / "train.json", metrics)
-    log.info("Final train loss %.4f, eval loss %.4f, %.0f tokens/s",
-             metrics["train_loss_final"], metrics["eval_loss"], metrics["train_tokens_per_s"])
+    log.info(
+        "Final train loss %.4f, eval loss %.4f, %.0f tokens/s",
+        metrics["train_loss_final"],
+        metrics["eval_loss"],
+        metrics["train_tokens_per_s"],
+    )
 
 
 if __name__ == "__main__":

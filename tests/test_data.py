@@ -25,18 +25,24 @@ def local(path, **kw) -> DataConfig:
 
 
 def test_jsonl_records_are_mapped_and_whitespace_normalised(tmp_path):
-    path = write_lines(tmp_path / "qa.jsonl", [
-        json.dumps({"id": 7, "question": "  What is  anaemia?\r\n", "answer": "A low\t red cell count."}),
-        "",
-        qa_line(2),
-    ])
+    path = write_lines(
+        tmp_path / "qa.jsonl",
+        [
+            json.dumps({"id": 7, "question": "  What is  anaemia?\r\n", "answer": "A low\t red cell count."}),
+            "",
+            qa_line(2),
+        ],
+    )
     records, problems = data.to_sft_records(data.read_rows(local(path)), QA_COLUMNS, "id", "error")
     assert records[0] == {"id": "7", "prompt": "What is anaemia?", "response": "A low red cell count."}
     assert [r["id"] for r in records] == ["7", "q2"] and problems == []
 
 
 def test_csv_json_and_parquet_give_the_same_records(tmp_path):
-    rows = [{"id": "a", "question": "Q one?", "answer": "A one."}, {"id": "b", "question": "Q two?", "answer": "A two."}]
+    rows = [
+        {"id": "a", "question": "Q one?", "answer": "A one."},
+        {"id": "b", "question": "Q two?", "answer": "A two."},
+    ]
     with open(tmp_path / "qa.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=["id", "question", "answer"])
         writer.writeheader()
@@ -123,8 +129,11 @@ def test_split_is_deterministic_sized_and_keeps_same_prompts_together():
 
 
 def test_leakage_between_splits_is_refused():
-    splits = {"train": [{"id": "1", "prompt": "What is gout?"}], "validation": [],
-              "test": [{"id": "9", "prompt": "what is gout"}]}
+    splits = {
+        "train": [{"id": "1", "prompt": "What is gout?"}],
+        "validation": [],
+        "test": [{"id": "9", "prompt": "what is gout"}],
+    }
     with pytest.raises(DataError, match="record 9: prompt also occurs in the train split"):
         data.check_no_leakage(splits)
 
@@ -138,8 +147,14 @@ def test_a_split_that_would_be_empty_is_an_error():
     ("task_config", "row"),
     [
         ("qa_medquad", {"qtype": "information", "Question": "What is gout?", "Answer": "A form of arthritis."}),
-        ("qa_flashcards", {"instruction": "Answer this question truthfully", "input": "What is gout?",
-                           "output": "A form of arthritis."}),
+        (
+            "qa_flashcards",
+            {
+                "instruction": "Answer this question truthfully",
+                "input": "What is gout?",
+                "output": "A form of arthritis.",
+            },
+        ),
     ],
 )
 def test_hub_task_configs_load_a_local_folder_shaped_like_the_hub_dataset(tmp_path, task_config, row):

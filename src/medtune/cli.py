@@ -1,7 +1,7 @@
 """The `medtune` command.
 
-    medtune params [OVERRIDE ...]   compose conf/ into params.yaml (what `dvc exp run` does by itself), e.g.
-                                    medtune params model=tiny-random train.epochs=1
+medtune params [OVERRIDE ...]   compose conf/ into params.yaml (what `dvc exp run` does by itself), e.g.
+                                medtune params model=tiny-random train.epochs=1
 """
 
 from __future__ import annotations
@@ -17,7 +17,9 @@ def main() -> None:
 
 
 def _dispatch() -> None:
-    parser = argparse.ArgumentParser(prog="medtune", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="medtune", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     params = commands.add_parser("params", help="regenerate params.yaml from conf/ (Hydra), with optional overrides")
     params.add_argument("overrides", nargs="*", help="Hydra overrides such as model=tiny-random or peft.r=16")

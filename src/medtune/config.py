@@ -159,7 +159,9 @@ def task_config(params: DictConfig, task: str) -> DictConfig:
 
 def compose_params(root: str | Path = ".", overrides: list[str] | None = None) -> Path:
     """Compose conf/ with Hydra into params.yaml exactly as `dvc exp run` does, and validate the result."""
-    from dvc.utils.hydra import compose_and_dump  # DVC's own writer, so `dvc exp run` output is byte-identical
+    from dvc.utils.hydra import (
+        compose_and_dump,  # DVC's own writer, so `dvc exp run` output is byte-identical
+    )
 
     root = Path(root).resolve()
     out = root / PARAMS_FILE

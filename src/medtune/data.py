@@ -19,7 +19,7 @@ from typing import Any
 
 from medtune.errors import ConfigError, DataError
 
-Row = tuple[str, Any]  # (where: "file:line" or "file (record N)", the row as read)
+Row = tuple[str, Any]  # (where: "file:line" or "file (record N)", the row as read, or a DataError if unparseable)
 SPLITS = ("train", "validation", "test")
 SFT_FIELDS = ("prompt", "response")
 
@@ -56,8 +56,8 @@ def _jsonl_rows(path: Path) -> Iterator[Row]:
                 continue
             try:
                 yield f"{path}:{n}", json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError(f"{path}:{n}", f"not valid JSON ({err.msg} at column {err.colno})") from None
+            except json.JSONDecodeError as err:  # a bad record like any other: `on_invalid` decides
+                yield f"{path}:{n}", DataError(f"{path}:{n}", f"not valid JSON ({err.msg} at column {err.colno})")
 
 
 def _json_rows(path: Path) -> Iterator[Row]:
@@ -100,7 +100,7 @@ def read_hub_rows(hub_id: str | None, revision: str | None, split: str) -> list[
         raise DataError(
             hub_id,
             f"cannot reach the Hugging Face hub ({err}). Download it once with "
-            f"`huggingface-cli download --repo-type dataset {hub_id}` on a machine with internet, "
+            f"`hf download --repo-type dataset {hub_id}` on a machine with internet, "
             "or point task.data.hub_id at a local folder with its files.",
         ) from err
     return [(f"{hub_id}@{revision or 'main'} (record {i})", row) for i, row in enumerate(ds, start=1)]
@@ -151,14 +151,14 @@ def to_sft_records(
 
 
 def _sft_record(where: str, row: Any, columns: dict[str, str], id_column: str | None, n: int) -> dict:
+    if isinstance(row, DataError):
+        raise row
     if not isinstance(row, dict):
         raise DataError(where, f"expected an object with fields, got {type(row).__name__}")
     record = {"id": _record_id(where, row, id_column, n)}
     for field, column in columns.items():
         if column not in row:
-            raise DataError(
-                where, f'column "{column}" (mapped to {field}) not found; fields present: {", ".join(row)}'
-            )
+            raise DataError(where, f'column "{column}" (mapped to {field}) not found; fields present: {", ".join(row)}')
         value = row[column]
         if not isinstance(value, str):
             raise DataError(where, f'field "{column}" must be text, got {type(value).__name__}')

@@ -67,8 +67,10 @@ def perplexity(model: Any, examples: list[dict], batch_size: int, pad_token_id: 
         logits = model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device)).logits.float()
         shift_logits, shift_labels = logits[:, :-1], labels[:, 1:].to(model.device)
         nll = torch.nn.functional.cross_entropy(
-            shift_logits.reshape(-1, shift_logits.shape[-1]), shift_labels.reshape(-1),
-            ignore_index=IGNORE_INDEX, reduction="sum",
+            shift_logits.reshape(-1, shift_logits.shape[-1]),
+            shift_labels.reshape(-1),
+            ignore_index=IGNORE_INDEX,
+            reduction="sum",
         )
         total_nll += nll.item()
         total_tokens += int((shift_labels != IGNORE_INDEX).sum())

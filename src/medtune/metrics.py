@@ -1,7 +1,7 @@
 """Task metrics: pure functions of strings (no model, no tokenizer).
 
 `TEXT_METRICS` maps the names a task config lists under `metrics:` to functions of
-(sources, predictions, references) -> float.
+(sources, predictions, references) -> float; `score_texts` computes the ones a task asks for.
 """
 
 from __future__ import annotations
@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from rouge_score import rouge_scorer
+
+from medtune.errors import ConfigError
 
 
 def rouge_l(predictions: list[str], references: list[str]) -> float:
@@ -25,3 +27,11 @@ def rouge_l(predictions: list[str], references: list[str]) -> float:
 TEXT_METRICS: dict[str, Callable[[list[str], list[str], list[str]], float]] = {
     "rouge_l": lambda sources, predictions, references: rouge_l(predictions, references),
 }
+
+
+def score_texts(names: list[str], sources: list[str], predictions: list[str], references: list[str]) -> dict:
+    """`{name: value}` for each metric a task config lists; an unknown name is a config error."""
+    unknown = [n for n in names if n not in TEXT_METRICS]
+    if unknown:
+        raise ConfigError("tasks.<task>.metrics", f"unknown metric {unknown[0]!r}; known: {', '.join(TEXT_METRICS)}")
+    return {name: TEXT_METRICS[name](sources, predictions, references) for name in names}

@@ -18,11 +18,11 @@ from medtune.errors import ConfigError, ModelError
 
 log = logging.getLogger(__name__)
 
-# ChatML, as SmolLM2 uses it, for the tiny test model; {% generation %} marks the assistant turn for trl.
+# ChatML, as SmolLM2 uses it, for the tiny test model.
 CHATML_TEMPLATE = (
-    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' }}"
-    "{% if message['role'] == 'assistant' %}{% generation %}{{ message['content'] + '<|im_end|>' }}"
-    "{% endgeneration %}{% else %}{{ message['content'] + '<|im_end|>' }}{% endif %}{{ '\n' }}{% endfor %}"
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 
@@ -31,7 +31,9 @@ def build_base_model(weights: Any, out_dir: Path) -> dict:
     """Write a safetensors model + tokenizer for `model.weights` into `out_dir`; return where it came from."""
     builders = {"gguf-package": _from_gguf_package, "hub": _from_hub_or_path, "tiny-random": _tiny_random}
     if weights.source not in builders:
-        raise ConfigError("model.weights.source", f"unknown source {weights.source!r}; use one of {', '.join(builders)}")
+        raise ConfigError(
+            "model.weights.source", f"unknown source {weights.source!r}; use one of {', '.join(builders)}"
+        )
     model, tokenizer, origin = builders[weights.source](weights)
     model.to(_dtype(weights.dtype))
     model.save_pretrained(out_dir, safe_serialization=True)
@@ -68,7 +70,11 @@ def _from_gguf_package(weights: Any) -> tuple[Any, Any, dict]:
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     version = importlib.metadata.version(weights.package)
-    return model, tokenizer, {"source": "gguf-package", "package": f"{weights.package}=={version}", "file": weights.file}
+    return (
+        model,
+        tokenizer,
+        {"source": "gguf-package", "package": f"{weights.package}=={version}", "file": weights.file},
+    )
 
 
 def _from_hub_or_path(weights: Any) -> tuple[Any, Any, dict]:
@@ -95,11 +101,12 @@ def resolve_weights_folder(weights: Any) -> tuple[Path, dict]:
     patterns = ["*.json", "*.safetensors", "tokenizer*", "*.model", "*.jinja", "*.txt"]
     try:
         folder = Path(snapshot_download(weights.hub_id, revision=weights.revision, allow_patterns=patterns))
-    except Exception as err:  # huggingface_hub raises several types offline; all mean "not downloadable here"
+    except OSError as err:  # every huggingface_hub download error (offline, gated, missing) is an OSError
+        revision = weights.revision or "main"
         raise ModelError(
-            f"cannot get {weights.hub_id}@{weights.revision or 'main'} from the Hugging Face hub ({type(err).__name__}: "
-            f"{err}). On a machine with internet run `huggingface-cli download {weights.hub_id} --revision "
-            f"{weights.revision or 'main'}` (the cache is then used offline with HF_HUB_OFFLINE=1), "
+            f"cannot get {weights.hub_id}@{revision} from the Hugging Face hub ({type(err).__name__}: {err}). "
+            f"On a machine with internet run `hf download {weights.hub_id} --revision {revision}` "
+            "(the cache is then used offline with HF_HUB_OFFLINE=1), "
             "or set model.weights.path to a local folder with the model."
         ) from err
     return folder, {"source": "hub", "hub_id": weights.hub_id, "revision": weights.revision, "commit": folder.name}
@@ -180,4 +187,3 @@ def merge_adapter(base_dir: str | Path, adapter_dir: str | Path, probe: list[lis
         after = [merged(torch.tensor([ids], device=merged.device)).logits for ids in probe]
     diff = max((a - b).abs().max().item() for a, b in zip(before, after, strict=True))
     return merged, diff
-

@@ -44,7 +44,8 @@ def tokenize_sft(tokenizer: Any, record: dict, system: str, max_length: int) -> 
         )
     enc = tokenizer(full_text, add_special_tokens=False, return_offsets_mapping=True)
     ids = enc["input_ids"]
-    labels = [t if start >= len(prompt_text) else IGNORE_INDEX for t, (start, _) in zip(ids, enc["offset_mapping"])]
+    offsets = enc["offset_mapping"]
+    labels = [t if start >= len(prompt_text) else IGNORE_INDEX for t, (start, _) in zip(ids, offsets, strict=True)]
     truncated = len(ids) > max_length
     ids, labels = ids[:max_length], labels[:max_length]
     if all(label == IGNORE_INDEX for label in labels):

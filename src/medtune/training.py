@@ -65,6 +65,7 @@ def sft_config(train: Any, max_length: int, seed: int, output_dir: Path) -> Any:
 
 
 def train_sft(
+    *,
     base_dir: Path,
     train_examples: list[dict],
     eval_examples: list[dict],

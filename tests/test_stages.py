@@ -1,0 +1,83 @@
+"""Stages on bad input: one clear line naming file, line and problem; no output left behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from conftest import ROOT, write_lines
+from medtune.config import compose_params
+
+
+def make_project(tmp_path: Path, qa_lines: list[str], overrides: list[str] = ()) -> Path:
+    """A minimal project folder (conf/, stages/, params.yaml, data/raw/qa.jsonl) to run stages in."""
+    for name in ("conf", "stages"):
+        (tmp_path / name).symlink_to(ROOT / name)
+    (tmp_path / "data" / "raw").mkdir(parents=True)
+    write_lines(tmp_path / "data" / "raw" / "qa.jsonl", qa_lines)
+    compose_params(tmp_path, list(overrides))
+    return tmp_path
+
+
+def run_stage(project: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "COLUMNS": "300", "HF_HUB_OFFLINE": "1"}  # one error line, not wrapped by rich
+    return subprocess.run([sys.executable, "-m", *args], cwd=project, capture_output=True, text=True, env=env)
+
+
+def qa(i: int, answer: str = "A short answer.") -> str:
+    return json.dumps({"id": f"qa-{i}", "question": f"Question number {i}?", "answer": answer})
+
+
+def test_prepare_writes_splits_and_stats(tmp_path):
+    project = make_project(tmp_path, [qa(i) for i in range(30)])
+    result = run_stage(project, "stages.prepare", "qa", "data/prepared/qa")
+    assert result.returncode == 0, result.stderr
+    stats = json.loads((project / "data/prepared/qa/stats.json").read_text())
+    assert (stats["train"], stats["validation"], stats["test"]) == (24, 3, 3)
+    lines = (project / "data/prepared/qa/test.jsonl").read_text().splitlines()
+    assert set(json.loads(lines[0])) == {"id", "prompt", "response"}
+
+
+def test_prepare_stops_at_an_empty_field_and_writes_nothing(tmp_path):
+    project = make_project(tmp_path, [qa(1), qa(2), qa(3, answer=""), *[qa(i) for i in range(4, 30)]])
+    result = run_stage(project, "stages.prepare", "qa", "data/prepared/qa")
+    assert result.returncode == 1
+    assert 'error: data/raw/qa.jsonl:3: field "answer" is empty' in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (project / "data" / "prepared").exists() or not any((project / "data" / "prepared").iterdir())
+
+
+def test_prepare_with_on_invalid_drop_counts_what_it_dropped(tmp_path):
+    lines = [qa(1), "{not json", qa(3, answer=" "), *[qa(i) for i in range(4, 30)]]
+    project = make_project(tmp_path, lines, ["tasks.qa.data.on_invalid=drop"])
+    result = run_stage(project, "stages.prepare", "qa", "data/prepared/qa")
+    assert result.returncode == 0, result.stderr
+    stats = json.loads((project / "data/prepared/qa/stats.json").read_text())
+    assert stats["invalid_dropped"] == 2
+    assert stats["invalid_examples"][0].startswith("data/raw/qa.jsonl:2: not valid JSON")
+    assert stats["invalid_examples"][1] == 'data/raw/qa.jsonl:3: field "answer" is empty'
+    assert stats["train"] + stats["validation"] + stats["test"] == 27
+
+
+def test_a_misspelled_key_in_params_yaml_stops_the_stage_with_a_suggestion(tmp_path):
+    project = make_project(tmp_path, [qa(i) for i in range(30)])
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["tasks"]["qa"]["splt"] = params["tasks"]["qa"].pop("split")
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    result = run_stage(project, "stages.prepare", "qa", "data/prepared/qa")
+    assert result.returncode == 1
+    assert "config key `tasks.qa.splt`" in result.stderr and "did you mean `split`?" in result.stderr
+    assert not (project / "data" / "prepared").exists()
+
+
+def test_an_unreachable_hub_dataset_says_how_to_get_it(tmp_path):
+    project = make_project(tmp_path, [qa(1)], ["task@tasks.qa=qa_medquad"])
+    result = run_stage(project, "stages.prepare", "qa", "data/prepared/qa")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "keivalya/MedQuad-MedicalQnADataset: cannot reach the Hugging Face hub" in result.stderr
+    assert "hf download --repo-type dataset keivalya/MedQuad-MedicalQnADataset" in result.stderr

@@ -1,6 +1,6 @@
 """Stage `tokenize@<task>`: prepared records -> token ids and labels with the base model's chat template.
 
-Reads params: tasks.<task>.system, tasks.<task>.max_length.
+Reads params: tasks.<task>.system, tasks.<task>.prompt_template, tasks.<task>.max_length.
     python -m stages.tokenize qa data/prepared/qa models/base/smollm2-135m data/tokenized/qa
 Writes {train,validation,test}.jsonl with `{"id", "input_ids", "labels"}` (prompt tokens labelled -100)
 and stats.json with token counts and how many examples were truncated or dropped.
@@ -32,7 +32,9 @@ def main() -> None:
         for split in SPLITS:
             examples, truncated, dropped = [], 0, 0
             for record in read_jsonl(args.prepared_dir / f"{split}.jsonl"):
-                example, was_truncated = tokenize_sft(tokenizer, record, task.system, task.max_length)
+                example, was_truncated = tokenize_sft(
+                    tokenizer, record, task.system, task.prompt_template, task.max_length
+                )
                 truncated += was_truncated
                 if example is None:
                     dropped += 1

@@ -58,5 +58,5 @@ def test_wrong_type_and_missing_key_are_reported():
 def test_unknown_task_lists_the_configured_ones():
     params = OmegaConf.create(validate(_params()))
     assert task_config(params, "qa").kind == "sft"
-    with pytest.raises(ConfigError, match=r"tasks\.ner.*configured: qa"):
+    with pytest.raises(ConfigError, match=r"tasks\.ner.*configured: qa, simplification, terminology"):
         task_config(params, "ner")

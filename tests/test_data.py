@@ -171,3 +171,54 @@ def test_hub_task_configs_load_a_local_folder_shaped_like_the_hub_dataset(tmp_pa
         {"id": "row-000001", "prompt": "What is gout?", "response": "A form of arthritis."},
         {"id": "row-000002", "prompt": "What is lupus?", "response": "A form of arthritis."},
     ]
+
+
+def test_simplification_can_train_on_the_chatgpt_column_instead(tmp_path):
+    hub_copy = tmp_path / "hub_copy"
+    hub_copy.mkdir()
+    row = {
+        "original": "Pt c/o SOB.",
+        "human_simplification": "The patient is short of breath.",
+        "chatgpt_simplification": "The patient says breathing is hard.",
+    }
+    write_lines(hub_copy / "train.jsonl", [json.dumps(row)])
+    (tmp_path / "conf").symlink_to(ROOT / "conf")
+    overrides = [
+        "task@tasks.simplification=simplification_hub",
+        f"tasks.simplification.data.hub_id={hub_copy}",
+        "tasks.simplification.data.columns.response=chatgpt_simplification",
+    ]
+    cfg = load_params(compose_params(tmp_path, overrides)).tasks.simplification.data
+    records, _ = data.to_sft_records(data.read_rows(cfg), dict(cfg.columns), cfg.id_column, cfg.on_invalid)
+    assert records[0]["response"] == "The patient says breathing is hard."
+
+
+def test_generic_csv_simplification_config_maps_columns_and_drops_empty_rows(tmp_path):
+    (tmp_path / "conf").symlink_to(ROOT / "conf")
+    cfg = load_params(compose_params(tmp_path, ["task@tasks.simplification=simplification_csv"])).tasks.simplification
+    csv_path = tmp_path / "pairs.csv"
+    csv_path.write_text('complex,simple\n"Pt is afebrile, HR 72.","No fever; pulse 72."\nHTN noted.,\n')
+    data_cfg = OmegaConf.merge(cfg.data, {"path": str(csv_path)})
+    records, problems = data.to_sft_records(
+        data.read_rows(data_cfg), dict(data_cfg.columns), data_cfg.id_column, data_cfg.on_invalid
+    )
+    assert records == [{"id": "row-000001", "prompt": "Pt is afebrile, HR 72.", "response": "No fever; pulse 72."}]
+    assert problems == [f'{csv_path}:3: field "simple" is empty']
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        ({"id": "s3", "source": "", "target": "Plain."}, r'simplification\.jsonl:3: field "source" is empty'),
+        ({"id": "s3", "source": "Complex.", "target": "  "}, r'simplification\.jsonl:3: field "target" is empty'),
+        (
+            {"id": "s3", "source": "Complex."},
+            r'simplification\.jsonl:3: column "target" \(mapped to response\) not found',
+        ),
+    ],
+)
+def test_bad_simplification_records_name_file_and_line(tmp_path, row, message):
+    good = [json.dumps({"id": f"s{i}", "source": f"Complex {i}.", "target": f"Plain {i}."}) for i in (1, 2)]
+    path = write_lines(tmp_path / "simplification.jsonl", [*good, json.dumps(row)])
+    with pytest.raises(DataError, match=message):
+        data.to_sft_records(data.read_rows(local(path)), {"prompt": "source", "response": "target"}, "id", "error")

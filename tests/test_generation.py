@@ -26,7 +26,7 @@ def test_batched_generation_equals_one_prompt_at_a_time(tiny_model_dir):
 def test_perplexity_is_exp_of_the_models_mean_response_loss(tiny_model_dir):
     model, tok = load_causal_lm(tiny_model_dir), load_tokenizer(tiny_model_dir)
     records = [{"id": str(i), "prompt": q, "response": "An answer of some length."} for i, q in enumerate(QUESTIONS)]
-    examples = [tokenize_sft(tok, r, "Be brief.", 512)[0] for r in records]
+    examples = [tokenize_sft(tok, r, "Be brief.", "{prompt}", 512)[0] for r in records]
     with torch.no_grad():
         one = examples[0]
         loss = model(input_ids=torch.tensor([one["input_ids"]]), labels=torch.tensor([one["labels"]])).loss.item()

@@ -72,9 +72,9 @@ def test_merged_model_reproduces_the_adapter_model(tmp_path, tiny_model_dir):
     peft_model.save_pretrained(tmp_path / "adapter")
     probe = [[10, 20, 30, 40, 50], [7, 8, 9]]
 
-    merged, diff = merge_adapter(tiny_model_dir, tmp_path / "adapter", probe)
+    merged, check = merge_adapter(tiny_model_dir, tmp_path / "adapter", probe)
 
-    assert diff < 1e-5
+    assert check["max_abs_logit_diff"] < 1e-5 and check["relative_logit_diff"] < 1e-5
     base = load_causal_lm(tiny_model_dir)
     with torch.no_grad():
         x = torch.tensor([probe[0]])

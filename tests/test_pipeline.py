@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from omegaconf import OmegaConf
 
 from conftest import ROOT
 from medtune.config import compose_params
@@ -26,7 +27,10 @@ pytestmark = pytest.mark.pipeline
 TINY = {
     "model": "tiny-random",
     "train": {"epochs": 1, "eval_steps": 4, "logging_steps": 2},
-    "tasks": {"qa": {"max_length": 512, "generation": {"max_new_tokens": 8}}},
+    "tasks": {
+        task: {"max_length": 640, "generation": {"max_new_tokens": 8}}
+        for task in ("qa", "simplification", "terminology")
+    },
     "eval": {"batch_size": 4, "max_examples": 4},
 }
 
@@ -47,15 +51,16 @@ def dvc(repo: Path, *args: str) -> str:
 
 
 def set_root_config(repo: Path, **values) -> None:
-    """Edit conf/config.yaml (keys after `_self_` override the groups), as a user would."""
+    """Edit conf/config.yaml (keys after `_self_` override the groups) and recompose params.yaml, as a user would."""
     path = repo / "conf" / "config.yaml"
     config = yaml.safe_load(path.read_text())
     for key, value in values.items():
         if key == "model":
             config["defaults"][0] = {"model": value}
         else:
-            config[key] = {**config.get(key, {}), **value}
+            config[key] = OmegaConf.to_container(OmegaConf.merge(config.get(key, {}), value))
     path.write_text(yaml.safe_dump(config, sort_keys=False))
+    compose_params(repo)
 
 
 @pytest.fixture(scope="module")
@@ -67,24 +72,29 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (repo / ".dvc").mkdir()
     shutil.copy(ROOT / ".dvc" / "config", repo / ".dvc" / "config")
     (repo / "data" / "raw").mkdir(parents=True)
-    lines = (ROOT / "data" / "raw" / "qa.jsonl").read_text().splitlines(keepends=True)
-    (repo / "data" / "raw" / "qa.jsonl").write_text("".join(lines[:60]))
+    for raw in (ROOT / "data" / "raw").glob("*.jsonl"):
+        (repo / "data" / "raw" / raw.name).write_text("".join(raw.read_text().splitlines(keepends=True)[:40]))
     set_root_config(repo, **TINY)
-    compose_params(repo)
     run(repo, "git", "init", "-q")
     run(repo, "git", "add", "-A")
     run(repo, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "tiny project")
     return repo
 
 
-def test_repro_builds_every_stage_and_writes_the_metrics(repo):
+TASKS = ("qa", "simplification", "terminology")
+PER_TASK = ("prepare", "tokenize", "train", "merge", "evaluate")
+
+
+def test_repro_builds_every_stage_of_every_task_and_writes_the_metrics(repo):
     ran = stages_run(dvc(repo, "repro"))
-    assert ran == {"base", "prepare@qa", "tokenize@qa", "train@qa", "merge@qa", "evaluate@qa"}
-    evaluation = json.loads((repo / "metrics/qa/eval.json").read_text())
+    assert ran == {"base"} | {f"{stage}@{task}" for stage in PER_TASK for task in TASKS}
+    metrics = {task: json.loads((repo / f"metrics/{task}/eval.json").read_text()) for task in TASKS}
     for model in ("base", "finetuned"):
-        assert evaluation[model]["perplexity"] > 1 and evaluation[model]["examples"] == 4
-        assert 0 <= evaluation[model]["rouge_l"] <= 1
-    assert json.loads((repo / "metrics/qa/merge.json").read_text())["max_abs_logit_diff"] <= 1e-4
+        assert metrics["qa"][model]["perplexity"] > 1 and metrics["qa"][model]["examples"] == 4
+        assert 0 <= metrics["qa"][model]["rouge_l"] <= 1
+        assert {"sari", "bleu", "fkgl_output", "fkgl_source"} <= metrics["simplification"][model].keys()
+        assert 0 <= metrics["terminology"][model]["format_adherence"] <= 1
+    assert json.loads((repo / "metrics/qa/merge.json").read_text())["relative_logit_diff"] <= 1e-5
     train = json.loads((repo / "metrics/qa/train.json").read_text())
     assert train["steps"] > 0 and 0 < train["trainable_share"] < 1
     assert (repo / "models/adapters/qa/adapter_model.safetensors").is_file()
@@ -100,13 +110,20 @@ def test_a_second_repro_runs_nothing(repo):
 
 def test_an_evaluation_param_reruns_only_evaluate(repo):
     set_root_config(repo, eval={"batch_size": 2})
-    compose_params(repo)
-    assert stages_run(dvc(repo, "repro")) == {"evaluate@qa"}
+    assert stages_run(dvc(repo, "repro")) == {f"evaluate@{task}" for task in TASKS}
+
+
+def test_a_change_to_one_tasks_config_reruns_only_that_task(repo):
+    set_root_config(repo, tasks={"terminology": {"generation": {"max_new_tokens": 6}}})
+    assert stages_run(dvc(repo, "repro")) == {"evaluate@terminology"}
+    set_root_config(repo, tasks={"simplification": {"system": "Use plain words."}})
+    ran = stages_run(dvc(repo, "repro"))
+    assert ran == {"tokenize@simplification", "train@simplification", "merge@simplification", "evaluate@simplification"}
 
 
 def test_an_experiment_on_lora_rank_reruns_train_merge_and_evaluate(repo):
     ran = stages_run(dvc(repo, "exp", "run", "-S", "peft.r=16"))
-    assert ran == {"train@qa", "merge@qa", "evaluate@qa"}
+    assert ran == {f"{stage}@{task}" for stage in ("train", "merge", "evaluate") for task in TASKS}
     assert yaml.safe_load((repo / "params.yaml").read_text())["peft"]["r"] == 16  # dvc composed it from conf/
 
 
@@ -115,5 +132,5 @@ def test_switching_the_model_reruns_everything_downstream_of_base(repo):
         "defaults: [tiny-random, _self_]\nname: tiny-random-b\nweights: {init_seed: 1}\n"
     )
     ran = stages_run(dvc(repo, "exp", "run", "-S", "model=tiny-random-b"))
-    assert ran == {"base", "tokenize@qa", "train@qa", "merge@qa", "evaluate@qa"}
+    assert ran == {"base"} | {f"{stage}@{task}" for stage in PER_TASK[1:] for task in TASKS}
     assert (repo / "models/base/tiny-random-b/model.safetensors").is_file()

@@ -101,6 +101,7 @@ class TaskConfig:
     data: DataConfig = field(default_factory=DataConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
     system: str = ""
+    prompt_template: str = "{prompt}"  # the user turn; {prompt} is the record's prompt field
     max_length: int = 384
     metrics: list[str] = field(default_factory=lambda: ["rouge_l"])  # names in medtune.metrics.TEXT_METRICS
     generation: GenerationConfig = field(default_factory=GenerationConfig)
@@ -113,6 +114,17 @@ class EvalConfig:
 
 
 @dataclass
+class JudgeConfig:
+    enabled: bool = False
+    url: str | None = None  # OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1
+    model: str | None = None
+    api_key_env: str | None = "OPENAI_API_KEY"  # the environment variable holding the key (never the key itself)
+    tasks: list[str] = field(default_factory=lambda: ["simplification"])
+    max_examples: int = 20
+    timeout_s: float = 60.0
+
+
+@dataclass
 class Params:
     model: ModelConfig = field(default_factory=ModelConfig)
     peft: PeftConfig = field(default_factory=PeftConfig)
@@ -120,6 +132,7 @@ class Params:
     tasks: dict[str, TaskConfig] = field(default_factory=dict)
     seed: int = 42
     eval: EvalConfig = field(default_factory=EvalConfig)
+    judge: JudgeConfig = field(default_factory=JudgeConfig)
 
 
 def validate(raw: dict[str, Any], source: str = PARAMS_FILE) -> DictConfig:

@@ -172,11 +172,12 @@ def device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def merge_adapter(base_dir: str | Path, adapter_dir: str | Path, probe: list[list[int]]) -> tuple[Any, float]:
+def merge_adapter(base_dir: str | Path, adapter_dir: str | Path, probe: list[list[int]]) -> tuple[Any, dict]:
     """Merge a LoRA adapter into its base model (fp32).
 
-    Returns the merged model and the largest absolute logit difference between the adapter model and the
-    merged model on the `probe` token sequences: the evidence that merging changed nothing.
+    Returns the merged model and the evidence that merging changed nothing: the largest absolute logit
+    difference between the adapter model and the merged model on the `probe` token sequences, and the
+    largest absolute logit, so the difference can be judged against float rounding at that scale.
     """
     from peft import PeftModel
 
@@ -186,4 +187,5 @@ def merge_adapter(base_dir: str | Path, adapter_dir: str | Path, probe: list[lis
         merged = model.merge_and_unload()
         after = [merged(torch.tensor([ids], device=merged.device)).logits for ids in probe]
     diff = max((a - b).abs().max().item() for a, b in zip(before, after, strict=True))
-    return merged, diff
+    scale = max(a.abs().max().item() for a in before)
+    return merged, {"max_abs_logit_diff": diff, "max_abs_logit": scale, "relative_logit_diff": diff / scale}

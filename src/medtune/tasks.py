@@ -8,35 +8,41 @@ from __future__ import annotations
 
 from typing import Any
 
-from medtune.errors import ModelError
+from medtune.errors import ConfigError, ModelError
 
 IGNORE_INDEX = -100  # label value the loss skips (transformers / trl convention)
 
 
-def chat_messages(system: str, prompt: str, response: str | None = None) -> list[dict[str, str]]:
+def user_message(template: str, prompt: str) -> str:
+    """The user turn: the task's `prompt_template` with the record's prompt in place of `{prompt}`."""
+    if "{prompt}" not in template:
+        raise ConfigError("tasks.<task>.prompt_template", f"{template!r} must contain {{prompt}}")
+    return template.replace("{prompt}", prompt)
+
+
+def chat_messages(system: str, user: str, response: str | None = None) -> list[dict[str, str]]:
     messages = [{"role": "system", "content": system}] if system else []
-    messages.append({"role": "user", "content": prompt})
+    messages.append({"role": "user", "content": user})
     if response is not None:
         messages.append({"role": "assistant", "content": response})
     return messages
 
 
-def render_prompt(tokenizer: Any, system: str, prompt: str) -> str:
+def render_prompt(tokenizer: Any, system: str, user: str) -> str:
     """The text the model sees before it starts answering (ends with the assistant header)."""
-    return tokenizer.apply_chat_template(chat_messages(system, prompt), tokenize=False, add_generation_prompt=True)
+    return tokenizer.apply_chat_template(chat_messages(system, user), tokenize=False, add_generation_prompt=True)
 
 
-def tokenize_sft(tokenizer: Any, record: dict, system: str, max_length: int) -> tuple[dict | None, bool]:
+def tokenize_sft(tokenizer: Any, record: dict, system: str, template: str, max_length: int) -> tuple[dict | None, bool]:
     """Token ids and labels for one `{"id", "prompt", "response"}` record.
 
     Labels are the token ids on the response (and the end-of-turn tokens after it) and -100 elsewhere; a
     token is part of the response when it starts at or after the end of the rendered prompt. Returns
     `(example, truncated)`; the example is None when truncation to `max_length` left no response token.
     """
-    prompt_text = render_prompt(tokenizer, system, record["prompt"])
-    full_text = tokenizer.apply_chat_template(
-        chat_messages(system, record["prompt"], record["response"]), tokenize=False
-    )
+    user = user_message(template, record["prompt"])
+    prompt_text = render_prompt(tokenizer, system, user)
+    full_text = tokenizer.apply_chat_template(chat_messages(system, user, record["response"]), tokenize=False)
     if not full_text.startswith(prompt_text):
         raise ModelError(
             "the base model's chat template does not render the prompt as a prefix of the full conversation, "

@@ -1,7 +1,7 @@
 """Stage `merge@<task>`: fold the LoRA adapter into the base weights -> a standalone model.
 
-Reads no params.
-    python -m stages.merge data/tokenized/qa models/base/smollm2-135m models/adapters/qa models/merged/qa metrics/qa
+Reads params: tasks.<task>.kind, tasks.<task>.labels.
+    python -m stages.merge qa data/tokenized/qa models/base/smollm2-135m models/adapters/qa models/merged/qa metrics/qa
 Checks that the merged model's logits equal the adapter model's on test inputs up to fp32 rounding
 (max |diff| <= 1e-5 x the largest |logit|) and records the difference in metrics/<task>/merge.json.
 """
@@ -9,6 +9,7 @@ Checks that the merged model's logits equal the adapter model's on test inputs u
 import argparse
 from pathlib import Path
 
+from medtune.config import load_params, task_config
 from medtune.console import log, run_main
 from medtune.errors import MedtuneError
 from medtune.io import atomic_dir, read_jsonl, write_json
@@ -23,6 +24,7 @@ PROBE_EXAMPLES = 4
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("task")
     parser.add_argument("tokenized_dir", type=Path)
     parser.add_argument("base_dir", type=Path)
     parser.add_argument("adapter_dir", type=Path)
@@ -31,7 +33,9 @@ def main() -> None:
     args = parser.parse_args()
 
     probe = [e["input_ids"] for e in read_jsonl(args.tokenized_dir / "test.jsonl")[:PROBE_EXAMPLES]]
-    merged, check = merge_adapter(args.base_dir, args.adapter_dir, probe)
+    task = task_config(load_params(), args.task)
+    labels = list(task.labels) if task.kind == "token_classification" else None
+    merged, check = merge_adapter(args.base_dir, args.adapter_dir, probe, labels)
     log.info(
         "Adapter vs merged on %d test inputs: max |logit difference| %.2e at max |logit| %.1f (relative %.1e)",
         len(probe),

@@ -1,8 +1,9 @@
 """Stage `prepare@<task>`: raw dataset -> validated, de-duplicated, leakage-free train/validation/test JSONL.
 
-Reads params: seed, tasks.<task>.kind, tasks.<task>.data, tasks.<task>.split.
+Reads params: seed, tasks.<task>.{kind,data,split,labels,orphan_inside}.
     python -m stages.prepare qa data/prepared/qa
-Writes {train,validation,test}.jsonl with `{"id", "prompt", "response"}` records and stats.json.
+Writes {train,validation,test}.jsonl with `{"id", "prompt", "response"}` (sft) or `{"id", "tokens", "tags"}`
+(token_classification, IOB2) records, and stats.json.
 """
 
 import argparse
@@ -11,7 +12,6 @@ from pathlib import Path
 from medtune import data
 from medtune.config import load_params, task_config
 from medtune.console import log, run_main
-from medtune.errors import ConfigError
 from medtune.io import atomic_dir, write_json, write_jsonl
 
 
@@ -23,12 +23,10 @@ def main() -> None:
 
     params = load_params()
     task = task_config(params, args.task)
-    if task.kind != "sft":
-        raise ConfigError(f"tasks.{args.task}.kind", f"{task.kind!r} is not supported yet; use 'sft'")
     source = task.data.path if task.data.source == "local" else f"{task.data.hub_id}@{task.data.revision}"
     log.info("Reading %s", source)
     rows = data.read_rows(task.data)
-    records, problems = data.to_sft_records(rows, dict(task.data.columns), task.data.id_column, task.data.on_invalid)
+    records, problems = data.to_task_records(rows, task)
     records, duplicates = data.drop_duplicates(records)
     sampled = data.sample_records(records, task.data.max_records, params.seed)
     splits = data.split_records(sampled, task.split.validation, task.split.test, params.seed)

@@ -1,9 +1,10 @@
 """Stage `tokenize@<task>`: prepared records -> token ids and labels with the base model's chat template.
 
-Reads params: tasks.<task>.system, tasks.<task>.prompt_template, tasks.<task>.max_length.
+Reads params: tasks.<task>.{kind,system,prompt_template,max_length,labels}.
     python -m stages.tokenize qa data/prepared/qa models/base/smollm2-135m data/tokenized/qa
-Writes {train,validation,test}.jsonl with `{"id", "input_ids", "labels"}` (prompt tokens labelled -100)
-and stats.json with token counts and how many examples were truncated or dropped.
+Writes {train,validation,test}.jsonl with `{"id", "input_ids", "labels"}` (sft: prompt tokens labelled -100;
+token_classification: tag ids on each word's first sub-token, plus a `window` index) and stats.json with token
+counts and how many examples were truncated, dropped or split into windows.
 """
 
 import argparse
@@ -14,7 +15,7 @@ from medtune.console import log, run_main
 from medtune.data import SPLITS
 from medtune.io import atomic_dir, read_jsonl, write_json, write_jsonl
 from medtune.modeling import load_tokenizer
-from medtune.tasks import IGNORE_INDEX, tokenize_sft
+from medtune.tasks import tokenize_records
 
 
 def main() -> None:
@@ -30,33 +31,9 @@ def main() -> None:
     stats = {}
     with atomic_dir(args.out_dir) as tmp:
         for split in SPLITS:
-            examples, truncated, dropped = [], 0, 0
-            for record in read_jsonl(args.prepared_dir / f"{split}.jsonl"):
-                example, was_truncated = tokenize_sft(
-                    tokenizer, record, task.system, task.prompt_template, task.max_length
-                )
-                truncated += was_truncated
-                if example is None:
-                    dropped += 1
-                else:
-                    examples.append(example)
+            examples, stats[split] = tokenize_records(tokenizer, read_jsonl(args.prepared_dir / f"{split}.jsonl"), task)
             write_jsonl(tmp / f"{split}.jsonl", examples)
-            stats[split] = {
-                "examples": len(examples),
-                "truncated": truncated,
-                "dropped_no_response_left": dropped,
-                "tokens": sum(len(e["input_ids"]) for e in examples),
-                "response_tokens": sum(sum(t != IGNORE_INDEX for t in e["labels"]) for e in examples),
-                "max_tokens": max((len(e["input_ids"]) for e in examples), default=0),
-            }
-            log.info(
-                "%s: %d examples, %d truncated to %d tokens, %d dropped",
-                split,
-                len(examples),
-                truncated,
-                task.max_length,
-                dropped,
-            )
+            log.info("%s: %s", split, stats[split])
         write_json(tmp / "stats.json", stats)
 
 

@@ -1,6 +1,8 @@
-"""Stage `train@<task>`: LoRA fine-tuning of the base model on the tokenized train split (TRL SFTTrainer).
+"""Stage `train@<task>`: LoRA fine-tuning of the base model on the tokenized train split.
 
-Reads params: seed, peft, train, model.lora_targets, tasks.<task>.max_length.
+sft tasks train the causal LM with TRL's SFTTrainer; token_classification tasks train a new `score` head and
+LoRA on the backbone with transformers' Trainer.
+Reads params: seed, peft, train, model.lora_targets, tasks.<task>.{kind,max_length,labels,train}.
     python -m stages.train qa data/tokenized/qa models/base/smollm2-135m models/adapters/qa metrics/qa
 Writes the adapter (safetensors), metrics/<task>/train.json and the dvclive loss curves in metrics/<task>/live/.
 """
@@ -9,10 +11,10 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from medtune.config import load_params, task_config
+from medtune.config import load_params, task_config, train_config
 from medtune.console import log, run_main
 from medtune.io import atomic_dir, read_jsonl, write_json
-from medtune.training import train_sft
+from medtune.training import train_adapter
 
 
 def main() -> None:
@@ -36,14 +38,16 @@ def main() -> None:
         atomic_dir(args.metrics_dir / "live") as live_tmp,
         tempfile.TemporaryDirectory() as work_dir,
     ):
-        metrics = train_sft(
+        metrics = train_adapter(
+            kind=task.kind,
             base_dir=args.base_dir,
             train_examples=train_examples,
             eval_examples=eval_examples,
             peft=params.peft,
-            train=params.train,
+            train=train_config(params, args.task),
             lora_targets=params.model.lora_targets,
             max_length=task.max_length,
+            labels=list(task.labels),
             seed=params.seed,
             adapter_dir=adapter_tmp,
             live_dir=live_tmp,

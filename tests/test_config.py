@@ -7,7 +7,7 @@ import yaml
 from omegaconf import OmegaConf
 
 from conftest import ROOT
-from medtune.config import compose_params, load_params, task_config, validate
+from medtune.config import compose_params, load_params, task_config, train_config, validate
 from medtune.errors import ConfigError
 
 
@@ -58,5 +58,16 @@ def test_wrong_type_and_missing_key_are_reported():
 def test_unknown_task_lists_the_configured_ones():
     params = OmegaConf.create(validate(_params()))
     assert task_config(params, "qa").kind == "sft"
-    with pytest.raises(ConfigError, match=r"tasks\.ner.*configured: qa, simplification, terminology"):
-        task_config(params, "ner")
+    with pytest.raises(ConfigError, match=r"tasks\.dermatology.*configured: qa, simplification, terminology, ner"):
+        task_config(params, "dermatology")
+
+
+def test_a_task_can_override_the_global_training_config():
+    raw = _params()
+    raw["tasks"]["ner"]["train"] = {"epochs": 8, "lr": 1e-3}
+    params = validate(raw)
+    assert (train_config(params, "ner").epochs, train_config(params, "ner").lr) == (8, 1e-3)
+    assert train_config(params, "qa").epochs == params.train.epochs
+    raw["tasks"]["ner"]["train"] = {"epoch": 8}
+    with pytest.raises(ConfigError, match=r"tasks\.ner\.train\.epoch.*did you mean `epochs`"):
+        train_config(validate(raw), "ner")

@@ -134,7 +134,7 @@ def test_leakage_between_splits_is_refused():
         "validation": [],
         "test": [{"id": "9", "prompt": "what is gout"}],
     }
-    with pytest.raises(DataError, match="record 9: prompt also occurs in the train split"):
+    with pytest.raises(DataError, match="record 9: its text also occurs in the train split"):
         data.check_no_leakage(splits)
 
 

@@ -81,7 +81,7 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return repo
 
 
-TASKS = ("qa", "simplification", "terminology")
+TASKS = ("qa", "simplification", "terminology", "ner")
 PER_TASK = ("prepare", "tokenize", "train", "merge", "evaluate")
 
 
@@ -94,6 +94,9 @@ def test_repro_builds_every_stage_of_every_task_and_writes_the_metrics(repo):
         assert 0 <= metrics["qa"][model]["rouge_l"] <= 1
         assert {"sari", "bleu", "fkgl_output", "fkgl_source"} <= metrics["simplification"][model].keys()
         assert 0 <= metrics["terminology"][model]["format_adherence"] <= 1
+        assert {"precision", "recall", "f1", "per_type"} <= metrics["ner"][model].keys()
+    assert metrics["ner"]["base"]["per_type"]["Medication"]["support"] > 0
+    assert (repo / "metrics/ner/plots/confusion.csv").read_text().startswith("actual,predicted\n")
     assert json.loads((repo / "metrics/qa/merge.json").read_text())["relative_logit_diff"] <= 1e-5
     train = json.loads((repo / "metrics/qa/train.json").read_text())
     assert train["steps"] > 0 and 0 < train["trainable_share"] < 1
@@ -101,6 +104,14 @@ def test_repro_builds_every_stage_of_every_task_and_writes_the_metrics(repo):
     assert (repo / "metrics/qa/live/plots/metrics/train/loss.tsv").is_file()
     assert len((repo / "metrics/qa/samples.jsonl").read_text().splitlines()) == 4
     assert "models/merged/qa" in (repo / "dvc.lock").read_text()
+
+
+def test_predict_tags_text_with_the_merged_model(repo):
+    text = "Fever after amoxicillin."
+    medtune = str(Path(sys.executable).parent / "medtune")
+    result = subprocess.run([medtune, "predict", "ner", text], cwd=repo, capture_output=True, text=True, check=True)
+    entities = json.loads(result.stdout)
+    assert all(text[e["start"] : e["end"]] == e["text"] for e in entities)  # a tiny random model: spans, not quality
 
 
 def test_a_second_repro_runs_nothing(repo):

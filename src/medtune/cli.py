@@ -1,15 +1,23 @@
 """The `medtune` command.
 
-medtune params [OVERRIDE ...]   compose conf/ into params.yaml (what `dvc exp run` does by itself), e.g.
-                                medtune params model=tiny-random train.epochs=1
+medtune params [OVERRIDE ...]       compose conf/ into params.yaml (what `dvc exp run` does by itself), e.g.
+                                    medtune params model=tiny-random train.epochs=1
+medtune predict ner "TEXT"          entities with character offsets, as JSON
+medtune predict ner --input in.jsonl [--output out.jsonl]
+                                    one `{"text": ...}` object per line in, one `{..., "entities": [...]}` out
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+from pathlib import Path
 
-from medtune.config import compose_params
+from medtune.config import compose_params, load_params, task_config
 from medtune.console import log, run_main
+from medtune.errors import ConfigError, DataError
+from medtune.io import write_jsonl
 
 
 def main() -> None:
@@ -24,8 +32,56 @@ def _dispatch() -> None:
     params = commands.add_parser("params", help="regenerate params.yaml from conf/ (Hydra), with optional overrides")
     params.add_argument("overrides", nargs="*", help="Hydra overrides such as model=tiny-random or peft.r=16")
     params.add_argument("--root", default=".", help="project root holding conf/ (default: current directory)")
+    predict = commands.add_parser("predict", help="run a task's fine-tuned model on text (token classification)")
+    predict.add_argument("task", help="a task in params.yaml, e.g. ner")
+    predict.add_argument("text", nargs="?", help="the text to tag")
+    predict.add_argument("--input", type=Path, help="JSONL file with a `text` field per line")
+    predict.add_argument("--output", type=Path, help="write JSONL here instead of standard output")
+    predict.add_argument("--model", type=Path, help="model folder (default: models/merged/<task>)")
+    predict.add_argument("--batch-size", type=int, default=16)
     args = parser.parse_args()
 
     if args.command == "params":
         out = compose_params(args.root, args.overrides)
         log.info("Wrote %s from conf/%s", out, f" with {' '.join(args.overrides)}" if args.overrides else "")
+    elif args.command == "predict":
+        _predict(args)
+
+
+def _predict(args: argparse.Namespace) -> None:
+    from medtune.generation import extract_entities
+    from medtune.modeling import device, load_token_classifier, load_tokenizer
+
+    task = task_config(load_params(), args.task)
+    if task.kind != "token_classification":
+        raise ConfigError(f"tasks.{args.task}.kind", "`medtune predict` handles token_classification tasks so far")
+    if (args.text is None) == (args.input is None):
+        raise ConfigError("predict", "give either TEXT or --input FILE")
+    rows = [{"text": args.text}] if args.text is not None else _read_texts(args.input)
+    model_dir = args.model or Path("models/merged") / args.task
+    model = load_token_classifier(model_dir, list(task.labels)).to(device()).eval()
+    texts = [row["text"] for row in rows]
+    entities = extract_entities(
+        model, load_tokenizer(model_dir), texts, list(task.labels), task.max_length, args.batch_size
+    )
+    results = [{**row, "entities": found} for row, found in zip(rows, entities, strict=True)]
+    if args.output:
+        write_jsonl(args.output, results)
+        log.info("Wrote %d results to %s", len(results), args.output)
+    elif args.text is not None:
+        print(json.dumps(results[0]["entities"], indent=2, ensure_ascii=False))
+    else:
+        sys.stdout.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in results)
+
+
+def _read_texts(path: Path) -> list[dict]:
+    from medtune.data import read_local_rows
+
+    rows = []
+    for where, row in read_local_rows(path):
+        if isinstance(row, DataError):
+            raise row
+        if not isinstance(row, dict) or not isinstance(row.get("text"), str):
+            raise DataError(where, 'expected an object with a text field "text"')
+        rows.append(row)
+    return rows

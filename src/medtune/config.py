@@ -80,6 +80,7 @@ class DataConfig:
     columns: dict[str, str] = field(default_factory=dict)  # our field -> source column
     id_column: str | None = None  # null: ids are made from the record number
     max_records: int | None = None  # keep a seeded random sample of this many records
+    tag_names: list[str] | None = None  # token_classification: names of integer tags (Hugging Face ner_tags)
     on_invalid: str = "error"  # error | drop
 
 
@@ -96,7 +97,7 @@ class GenerationConfig:
 
 @dataclass
 class TaskConfig:
-    kind: str = "sft"
+    kind: str = "sft"  # sft | token_classification
     description: str = ""
     data: DataConfig = field(default_factory=DataConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
@@ -104,7 +105,10 @@ class TaskConfig:
     prompt_template: str = "{prompt}"  # the user turn; {prompt} is the record's prompt field
     max_length: int = 384
     metrics: list[str] = field(default_factory=lambda: ["rouge_l"])  # names in medtune.metrics.TEXT_METRICS
+    labels: list[str] = field(default_factory=list)  # token_classification: the IOB2 label list (O first)
+    orphan_inside: str = "error"  # token_classification: error | repair (an I-X without B-X becomes B-X)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
+    train: dict[str, Any] = field(default_factory=dict)  # overrides of the global `train` config for this task
 
 
 @dataclass
@@ -160,6 +164,15 @@ def load_params(path: str | Path = PARAMS_FILE) -> DictConfig:
     if not isinstance(raw, dict):
         raise ConfigError("-", f"{path} must hold a mapping at the top level")
     return validate(raw, str(path))
+
+
+def train_config(params: DictConfig, task: str) -> DictConfig:
+    """The global `train` config with the task's own `train` overrides applied (unknown keys are refused)."""
+    try:
+        return OmegaConf.merge(params.train, task_config(params, task).train)
+    except OmegaConfBaseException as err:
+        error = _config_error(err, PARAMS_FILE)
+        raise ConfigError(f"tasks.{task}.{error.key}", error.problem) from None
 
 
 def task_config(params: DictConfig, task: str) -> DictConfig:

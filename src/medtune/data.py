@@ -13,7 +13,7 @@ import json
 import random
 import re
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,8 @@ from medtune.errors import ConfigError, DataError
 Row = tuple[str, Any]  # (where: "file:line" or "file (record N)", the row as read, or a DataError if unparseable)
 SPLITS = ("train", "validation", "test")
 SFT_FIELDS = ("prompt", "response")
+IOB2_TAG = re.compile(r"^(O|[BI]-[A-Za-z][\w-]*)$")
+WORD = re.compile(r"\w+(?:[-'.]\w+)*|[^\w\s]")  # words (with inner - ' .) and single punctuation marks
 
 
 def read_rows(data: Any) -> list[Row]:
@@ -39,7 +41,13 @@ def read_local_rows(path: Path) -> Iterator[Row]:
     """Rows of a local JSONL/JSON/CSV/Parquet file; a file that cannot be parsed raises DataError."""
     if not path.is_file():
         raise DataError(str(path), "file not found")
-    readers = {".jsonl": _jsonl_rows, ".json": _json_rows, ".csv": _csv_rows, ".parquet": _parquet_rows}
+    readers = {
+        ".jsonl": _jsonl_rows,
+        ".json": _json_rows,
+        ".csv": _csv_rows,
+        ".parquet": _parquet_rows,
+        ".conll": _conll_rows,
+    }
     reader = readers.get(path.suffix.lower())
     if reader is None:
         raise DataError(str(path), f"unsupported file type {path.suffix!r}; use one of {', '.join(readers)}")
@@ -88,6 +96,30 @@ def _parquet_rows(path: Path) -> Iterator[Row]:
         yield f"{path} (record {i})", row
 
 
+def _conll_rows(path: Path) -> Iterator[Row]:
+    """CoNLL: `token<TAB>tag` per line (other columns between are ignored), a blank line between sentences,
+    `-DOCSTART-` lines skipped. Each sentence is one row, located at its first line."""
+    tokens: list[str] = []
+    tags: list[str] = []
+    start, problem = 0, None
+    with open(path, encoding="utf-8-sig") as f:
+        for n, line in enumerate(f, start=1):
+            parts = line.rstrip("\r\n").split("\t") if "\t" in line else line.split()
+            if not line.strip() or parts[0] == "-DOCSTART-":
+                if tokens or problem:
+                    yield f"{path}:{start}", problem or {"tokens": tokens, "tags": tags}
+                tokens, tags, problem = [], [], None
+                continue
+            start = start if tokens or problem else n
+            if len(parts) < 2:
+                problem = problem or DataError(f"{path}:{n}", "expected `token<TAB>tag`")
+                continue
+            tokens.append(parts[0])
+            tags.append(parts[-1].strip())
+    if tokens or problem:
+        yield f"{path}:{start}", problem or {"tokens": tokens, "tags": tags}
+
+
 def read_hub_rows(hub_id: str | None, revision: str | None, split: str) -> list[Row]:
     """Rows of a Hugging Face hub dataset (or a local folder in the same layout), by id and revision."""
     import datasets
@@ -118,23 +150,51 @@ def normalise_key(text: str) -> str:
     return " ".join(re.sub(r"[^\w\s]", " ", unicodedata.normalize("NFKC", text).lower()).split())
 
 
+def to_task_records(rows: list[Row], task: Any) -> tuple[list[dict], list[str]]:
+    """Prepared records for a task config, by its kind (`sft` or `token_classification`)."""
+    data = task.data
+    if task.kind == "token_classification":
+        tag_names = list(data.tag_names) if data.tag_names else None
+        return to_token_records(
+            rows, dict(data.columns), data.id_column, data.on_invalid, list(task.labels), tag_names, task.orphan_inside
+        )
+    if task.kind == "sft":
+        return to_sft_records(rows, dict(data.columns), data.id_column, data.on_invalid)
+    raise ConfigError("tasks.<task>.kind", f"unknown kind {task.kind!r}; use 'sft' or 'token_classification'")
+
+
 def to_sft_records(
     rows: list[Row], columns: dict[str, str], id_column: str | None, on_invalid: str
 ) -> tuple[list[dict], list[str]]:
-    """Map source columns to `{"id", "prompt", "response"}` records.
+    """Map source columns to `{"id", "prompt", "response"}` records (see `to_records` for errors)."""
+    missing = [f for f in SFT_FIELDS if f not in columns]
+    if missing:
+        raise ConfigError("task.data.columns", f"must map {', '.join(missing)} to a source column")
+
+    def fields(where: str, row: dict) -> dict:
+        return {field: _text_field(where, row, column, field) for field, column in columns.items()}
+
+    return to_records(rows, fields, id_column, on_invalid)
+
+
+def to_records(
+    rows: list[Row], fields: Callable[[str, dict], dict], id_column: str | None, on_invalid: str
+) -> tuple[list[dict], list[str]]:
+    """`{"id", **fields(where, row)}` for every row.
 
     With `on_invalid="error"` the first bad record raises DataError; with `"drop"` bad records are skipped
     and their problems returned (for stats.json). Raises DataError when no valid record is left.
     """
     if on_invalid not in ("error", "drop"):
         raise ConfigError("task.data.on_invalid", f"must be 'error' or 'drop', not {on_invalid!r}")
-    missing = [f for f in SFT_FIELDS if f not in columns]
-    if missing:
-        raise ConfigError("task.data.columns", f"must map {', '.join(missing)} to a source column")
     records, problems, seen_ids = [], [], set()
     for n, (where, row) in enumerate(rows, start=1):
         try:
-            record = _sft_record(where, row, columns, id_column, n)
+            if isinstance(row, DataError):
+                raise row
+            if not isinstance(row, dict):
+                raise DataError(where, f"expected an object with fields, got {type(row).__name__}")
+            record = {"id": _record_id(where, row, id_column, n), **fields(where, row)}
             if record["id"] in seen_ids:
                 raise DataError(where, f"duplicate id {record['id']!r}")
         except DataError as err:
@@ -150,23 +210,20 @@ def to_sft_records(
     return records, problems
 
 
-def _sft_record(where: str, row: Any, columns: dict[str, str], id_column: str | None, n: int) -> dict:
-    if isinstance(row, DataError):
-        raise row
-    if not isinstance(row, dict):
-        raise DataError(where, f"expected an object with fields, got {type(row).__name__}")
-    record = {"id": _record_id(where, row, id_column, n)}
-    for field, column in columns.items():
-        if column not in row:
-            raise DataError(where, f'column "{column}" (mapped to {field}) not found; fields present: {", ".join(row)}')
-        value = row[column]
-        if not isinstance(value, str):
-            raise DataError(where, f'field "{column}" must be text, got {type(value).__name__}')
-        value = normalise_text(value)
-        if not value:
-            raise DataError(where, f'field "{column}" is empty')
-        record[field] = value
-    return record
+def _column(where: str, row: dict, column: str, field: str) -> Any:
+    if column not in row:
+        raise DataError(where, f'column "{column}" (mapped to {field}) not found; fields present: {", ".join(row)}')
+    return row[column]
+
+
+def _text_field(where: str, row: dict, column: str, field: str) -> str:
+    value = _column(where, row, column, field)
+    if not isinstance(value, str):
+        raise DataError(where, f'field "{column}" must be text, got {type(value).__name__}')
+    value = normalise_text(value)
+    if not value:
+        raise DataError(where, f'field "{column}" is empty')
+    return value
 
 
 def _record_id(where: str, row: dict, id_column: str | None, n: int) -> str:
@@ -178,11 +235,16 @@ def _record_id(where: str, row: dict, id_column: str | None, n: int) -> str:
     return str(value).strip()
 
 
-def drop_duplicates(records: list[dict], fields: tuple[str, ...] = SFT_FIELDS) -> tuple[list[dict], int]:
-    """Keep the first of records whose `fields` are identical after normalisation."""
+def record_text(record: dict) -> str:
+    """The input text of a prepared record (prompt, or the sentence of a tagged record): the leakage key."""
+    return record["prompt"] if "prompt" in record else " ".join(record["tokens"])
+
+
+def drop_duplicates(records: list[dict]) -> tuple[list[dict], int]:
+    """Keep the first of records whose fields (all but the id) are identical after normalisation."""
     seen, kept = set(), []
     for record in records:
-        key = tuple(normalise_key(record[f]) for f in fields)
+        key = tuple(normalise_key(v if isinstance(v, str) else " ".join(v)) for k, v in record.items() if k != "id")
         if key not in seen:
             seen.add(key)
             kept.append(record)
@@ -197,19 +259,17 @@ def sample_records(records: list[dict], max_records: int | None, seed: int) -> l
     return [records[i] for i in keep]
 
 
-def split_records(
-    records: list[dict], validation: float, test: float, seed: int, key_field: str = "prompt"
-) -> dict[str, list[dict]]:
+def split_records(records: list[dict], validation: float, test: float, seed: int) -> dict[str, list[dict]]:
     """Deterministic train/validation/test split by seed.
 
-    Records whose `key_field` is the same after `normalise_key` are kept in one split (no leakage).
+    Records whose input text (`record_text`) is the same after `normalise_key` stay in one split (no leakage).
     Raises DataError when a split with a non-zero share would be empty.
     """
     if not (0 <= validation < 1 and 0 <= test < 1 and validation + test < 1):
         raise ConfigError("task.split", f"validation={validation} and test={test} must be in [0, 1) and sum below 1")
     groups: dict[str, list[dict]] = {}
     for record in records:
-        groups.setdefault(normalise_key(record[key_field]), []).append(record)
+        groups.setdefault(normalise_key(record_text(record)), []).append(record)
     keys = list(groups)
     random.Random(seed).shuffle(keys)
     targets = {"test": round(len(records) * test), "validation": round(len(records) * validation)}
@@ -220,18 +280,128 @@ def split_records(
     for name, share in (("train", 1 - validation - test), ("validation", validation), ("test", test)):
         if share > 0 and not splits[name]:
             raise DataError("task.split", f"the {name} split is empty with only {len(records)} records")
-    check_no_leakage(splits, key_field)
+    check_no_leakage(splits)
     return splits
 
 
-def check_no_leakage(splits: dict[str, list[dict]], key_field: str = "prompt") -> None:
-    """Raise DataError when the same normalised `key_field` occurs in two splits."""
+def check_no_leakage(splits: dict[str, list[dict]]) -> None:
+    """Raise DataError when the same normalised input text occurs in two splits."""
     owner: dict[str, str] = {}
     for name, records in splits.items():
         for record in records:
-            key = normalise_key(record[key_field])
+            key = normalise_key(record_text(record))
             if owner.setdefault(key, name) != name:
                 raise DataError(
                     f"record {record['id']}",
-                    f"{key_field} also occurs in the {owner[key]} split (leakage between {owner[key]} and {name})",
+                    f"its text also occurs in the {owner[key]} split (leakage between {owner[key]} and {name})",
                 )
+
+
+def split_words(text: str) -> list[tuple[str, int, int]]:
+    """Words and punctuation marks of `text` with their character offsets: how raw text becomes NER tokens."""
+    return [(m.group(), m.start(), m.end()) for m in WORD.finditer(text)]
+
+
+def to_token_records(
+    rows: list[Row],
+    columns: dict[str, str],
+    id_column: str | None,
+    on_invalid: str,
+    labels: list[str],
+    tag_names: list[str] | None = None,
+    orphan_inside: str = "error",
+) -> tuple[list[dict], list[str]]:
+    """Map rows to IOB2-tagged `{"id", "tokens", "tags"}` records (see `to_records` for errors).
+
+    `columns` maps either `tokens` and `tags` (tags as strings, or integers naming `tag_names[i]`, the layout of
+    Hugging Face `ner_tags`), or `text` and `entities` (a list of `{"word", "entity"}` found in the text).
+    `orphan_inside`: "error" rejects an `I-X` that does not follow `B-X`/`I-X`; "repair" turns it into `B-X`.
+    """
+    if orphan_inside not in ("error", "repair"):
+        raise ConfigError("task.orphan_inside", f"must be 'error' or 'repair', not {orphan_inside!r}")
+    if {"tokens", "tags"} <= columns.keys():
+
+        def fields(where: str, row: dict) -> dict:
+            tokens, tags = _tokens_and_tags(where, row, columns, tag_names)
+            return {"tokens": tokens, "tags": check_iob2(where, tags, labels, orphan_inside)}
+
+    elif {"text", "entities"} <= columns.keys():
+
+        def fields(where: str, row: dict) -> dict:
+            text = _text_field(where, row, columns["text"], "text")
+            entities = _column(where, row, columns["entities"], "entities")
+            return tag_entities(where, text, entities, labels)
+
+    else:
+        raise ConfigError("task.data.columns", "must map `tokens` and `tags`, or `text` and `entities`")
+    return to_records(rows, fields, id_column, on_invalid)
+
+
+def _tokens_and_tags(where: str, row: dict, columns: dict, tag_names: list[str] | None) -> tuple[list, list]:
+    tokens, tags = _column(where, row, columns["tokens"], "tokens"), _column(where, row, columns["tags"], "tags")
+    if not isinstance(tokens, list) or not isinstance(tags, list):
+        raise DataError(where, "tokens and tags must be lists")
+    if not tokens:
+        raise DataError(where, "empty sentence (no tokens)")
+    if len(tokens) != len(tags):
+        raise DataError(where, f"{len(tokens)} tokens but {len(tags)} tags")
+    for i, token in enumerate(tokens, start=1):
+        if not isinstance(token, str) or not token.strip() or any(c.isspace() for c in token):
+            raise DataError(where, f"token {i} ({token!r}) must be a non-empty string without spaces")
+    if all(isinstance(t, int) and not isinstance(t, bool) for t in tags):
+        if not tag_names:
+            raise DataError(where, "tags are integers: set task.data.tag_names to the dataset's label list")
+        if not all(0 <= t < len(tag_names) for t in tags):
+            raise DataError(where, f"tag ids must be in 0..{len(tag_names) - 1}, got {max(tags)}")
+        tags = [tag_names[t] for t in tags]
+    return tokens, tags
+
+
+def check_iob2(where: str, tags: list, labels: list[str], orphan_inside: str) -> list[str]:
+    """Validate IOB2 tags against the task's label list; repair orphan `I-X` to `B-X` when asked."""
+    checked: list[str] = []
+    for i, tag in enumerate(tags, start=1):
+        if not isinstance(tag, str) or not IOB2_TAG.match(tag):
+            raise DataError(where, f"token {i}: malformed tag {tag!r} (expected O, B-<Type> or I-<Type>)")
+        if tag not in labels:
+            raise DataError(where, f"token {i}: unknown tag {tag!r} (the task's labels: {', '.join(labels)})")
+        if tag.startswith("I-") and (not checked or checked[-1][2:] != tag[2:]):
+            if orphan_inside == "error":
+                raise DataError(
+                    where,
+                    f"token {i}: {tag} does not follow B-{tag[2:]} or {tag} "
+                    "(set tasks.<task>.orphan_inside=repair to read it as B-)",
+                )
+            tag = "B-" + tag[2:]
+        checked.append(tag)
+    return checked
+
+
+def tag_entities(where: str, text: str, entities: Any, labels: list[str]) -> dict:
+    """IOB2 tokens and tags from a text and its `[{"word": "type 2 diabetes", "entity": "DISEASE"}, ...]`."""
+    tokens = [w for w, _, _ in split_words(text)]
+    tags = ["O"] * len(tokens)
+    types = {label[2:].lower(): label[2:] for label in labels if label != "O"}
+    if not isinstance(entities, list):
+        raise DataError(where, "entities must be a list of {word, entity} objects")
+    for k, entity in enumerate(entities, start=1):
+        if not isinstance(entity, dict) or not isinstance(entity.get("word"), str) or "entity" not in entity:
+            raise DataError(where, f"entity {k}: expected an object with text fields word and entity")
+        type_ = types.get(str(entity["entity"]).lower())
+        if type_ is None:
+            raise DataError(
+                where, f"entity {k}: unknown type {entity['entity']!r} (known: {', '.join(types.values())})"
+            )
+        words = [w.lower() for w, _, _ in split_words(entity["word"])]
+        start = next(
+            (
+                i
+                for i in range(len(tokens) - len(words) + 1)
+                if [t.lower() for t in tokens[i : i + len(words)]] == words and set(tags[i : i + len(words)]) == {"O"}
+            ),
+            None,
+        )
+        if not words or start is None:
+            raise DataError(where, f"entity {k}: {entity['word']!r} is not in the text (or overlaps another entity)")
+        tags[start : start + len(words)] = [f"B-{type_}"] + [f"I-{type_}"] * (len(words) - 1)
+    return {"tokens": tokens, "tags": tags}

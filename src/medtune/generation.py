@@ -1,4 +1,4 @@
-"""Batched inference: greedy generation and response perplexity.
+"""Batched inference: greedy generation, response perplexity, and word tags from a token classifier.
 
 Prompts are sorted by length and left-padded so a batch wastes few pad tokens; in fp32 the outputs equal
 one-prompt-at-a-time generation (pinned by a test).
@@ -14,7 +14,8 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from medtune.tasks import IGNORE_INDEX
+from medtune.data import split_words
+from medtune.tasks import IGNORE_INDEX, tokenize_tagged
 
 
 @dataclass
@@ -75,3 +76,58 @@ def perplexity(model: Any, examples: list[dict], batch_size: int, pad_token_id: 
         total_nll += nll.item()
         total_tokens += int((shift_labels != IGNORE_INDEX).sum())
     return math.exp(total_nll / total_tokens)
+
+
+@torch.no_grad()
+def predict_tags(
+    model: Any, examples: list[dict], labels: list[str], batch_size: int, ids: list[str]
+) -> list[list[str]]:
+    """Predicted tag of each word (at its first sub-token) per record, windows joined back in order.
+
+    `examples` are tokenized windows `{"id", "window", "input_ids", "labels"}`; labels only mark word starts.
+    """
+    by_record: dict[str, list[tuple[int, list[str]]]] = {}
+    for b in tqdm(range(0, len(examples), batch_size), desc="tagging", unit="batch"):
+        batch = examples[b : b + batch_size]
+        width = max(len(e["input_ids"]) for e in batch)
+        input_ids = torch.tensor([e["input_ids"] + [0] * (width - len(e["input_ids"])) for e in batch])
+        mask = torch.tensor([[1] * len(e["input_ids"]) + [0] * (width - len(e["input_ids"])) for e in batch])
+        best = model(input_ids=input_ids.to(model.device), attention_mask=mask.to(model.device)).logits.argmax(-1)
+        for e, row in zip(batch, best.tolist(), strict=True):
+            tags = [labels[p] for p, gold in zip(row, e["labels"], strict=False) if gold != IGNORE_INDEX]
+            by_record.setdefault(e["id"], []).append((e["window"], tags))
+    return [[tag for _, tags in sorted(by_record[i]) for tag in tags] for i in ids]
+
+
+def extract_entities(
+    model: Any, tokenizer: Any, texts: list[str], labels: list[str], max_length: int, batch_size: int
+) -> list[list[dict]]:
+    """Entities `{"text", "type", "start", "end"}` (character offsets into each text) found by a token classifier."""
+    words = [split_words(text) for text in texts]
+    ids = [str(i) for i, ws in enumerate(words) if ws]
+    examples = [
+        e
+        for i in ids
+        for e in tokenize_tagged(
+            tokenizer,
+            {"id": i, "tokens": [w for w, _, _ in words[int(i)]], "tags": ["O"] * len(words[int(i)])},
+            {"O": 0},
+            max_length,
+        )
+    ]
+    tags = dict(zip(ids, predict_tags(model, examples, labels, batch_size, ids), strict=True)) if ids else {}
+    return [_entities(text, ws, tags.get(str(i), [])) for i, (text, ws) in enumerate(zip(texts, words, strict=True))]
+
+
+def _entities(text: str, words: list[tuple[str, int, int]], tags: list[str]) -> list[dict]:
+    """Spans of B-X I-X... tags (an I-X that continues nothing starts an entity, as seqeval's default mode reads it)."""
+    entities: list[dict] = []
+    current = None
+    for (_, start, end), tag in zip(words, tags, strict=True):
+        if current and tag == f"I-{current['type']}":
+            current["end"] = end
+            continue
+        current = {"type": tag[2:], "start": start, "end": end} if tag != "O" else None
+        if current:
+            entities.append(current)
+    return [{"text": text[e["start"] : e["end"]], **e} for e in entities]

@@ -145,6 +145,31 @@ TEXT_METRICS: dict[str, Callable[[list[str], list[str], list[str]], float]] = {
 }
 
 
+def seqeval_scores(gold: list[list[str]], predicted: list[list[str]]) -> dict:
+    """Entity-level micro precision/recall/F1 and per-type scores, seqeval in strict IOB2 mode (an entity counts
+    only when its type and exact span match; invalid sequences such as an orphan I- are not entities)."""
+    from seqeval.metrics import classification_report
+    from seqeval.scheme import IOB2
+
+    report = classification_report(gold, predicted, mode="strict", scheme=IOB2, output_dict=True, zero_division=0)
+    micro = report["micro avg"]
+    per_type = {
+        name: {"precision": r["precision"], "recall": r["recall"], "f1": r["f1-score"], "support": int(r["support"])}
+        for name, r in report.items()
+        if not name.endswith(" avg")
+    }
+    return {"precision": micro["precision"], "recall": micro["recall"], "f1": micro["f1-score"], "per_type": per_type}
+
+
+def tag_confusion(gold: list[list[str]], predicted: list[list[str]]) -> list[dict]:
+    """One `{"actual", "predicted"}` row per word: the data of DVC's confusion-matrix plot template."""
+    return [
+        {"actual": g, "predicted": p}
+        for gs, ps in zip(gold, predicted, strict=True)
+        for g, p in zip(gs, ps, strict=True)
+    ]
+
+
 def score_texts(names: list[str], sources: list[str], predictions: list[str], references: list[str]) -> dict:
     """`{name: value}` for each metric a task config lists; an unknown name is a config error."""
     unknown = [n for n in names if n not in TEXT_METRICS]

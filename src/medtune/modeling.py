@@ -168,12 +168,30 @@ def load_causal_lm(model_dir: str | Path, dtype: torch.dtype = torch.float32) ->
     return model.to(device()).eval()
 
 
+def load_token_classifier(model_dir: str | Path, labels: list[str], seed: int = 0) -> Any:
+    """A token-classification model (a `score` head on the backbone). A base model gets a new head initialised
+    from `seed`; a merged model keeps its trained one. Not moved to a device (the caller decides)."""
+    from transformers import AutoModelForTokenClassification, set_seed
+
+    set_seed(seed)
+    return AutoModelForTokenClassification.from_pretrained(
+        model_dir,
+        num_labels=len(labels),
+        id2label=dict(enumerate(labels)),
+        label2id={label: i for i, label in enumerate(labels)},
+        dtype=torch.float32,
+        trust_remote_code=False,
+    )
+
+
 def device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def merge_adapter(base_dir: str | Path, adapter_dir: str | Path, probe: list[list[int]]) -> tuple[Any, dict]:
-    """Merge a LoRA adapter into its base model (fp32).
+def merge_adapter(
+    base_dir: str | Path, adapter_dir: str | Path, probe: list[list[int]], labels: list[str] | None = None
+) -> tuple[Any, dict]:
+    """Merge a LoRA adapter into its base model (fp32): a causal LM, or a token classifier when `labels` is given.
 
     Returns the merged model and the evidence that merging changed nothing: the largest absolute logit
     difference between the adapter model and the merged model on the `probe` token sequences, and the
@@ -181,7 +199,8 @@ def merge_adapter(base_dir: str | Path, adapter_dir: str | Path, probe: list[lis
     """
     from peft import PeftModel
 
-    model = PeftModel.from_pretrained(load_causal_lm(base_dir), adapter_dir).eval()
+    base = load_causal_lm(base_dir) if labels is None else load_token_classifier(base_dir, labels).to(device())
+    model = PeftModel.from_pretrained(base, adapter_dir).eval()
     with torch.no_grad():
         before = [model(torch.tensor([ids], device=model.device)).logits for ids in probe]
         merged = model.merge_and_unload()

@@ -2,6 +2,8 @@
 
 `sft`: system + prompt as the chat's user turn, response as the assistant turn, rendered by the base
 model's own chat template; the loss is on the response tokens only (prompt tokens get label -100).
+`token_classification`: the words joined by spaces; the first sub-token of each word carries the word's
+tag id, the others -100; sentences longer than `max_length` tokens are cut into windows at word boundaries.
 """
 
 from __future__ import annotations
@@ -57,3 +59,64 @@ def tokenize_sft(tokenizer: Any, record: dict, system: str, template: str, max_l
     if all(label == IGNORE_INDEX for label in labels):
         return None, truncated
     return {"id": record["id"], "input_ids": ids, "labels": labels}, truncated
+
+
+def align_labels_to_subwords(tokenizer: Any, words: list[str], tag_ids: list[int]) -> tuple[list[int], list[int]]:
+    """Token ids of the words joined by single spaces, and labels: the tag id on each word's first sub-token.
+
+    Words are mapped through character offsets rather than `is_split_into_words`, so it works the same for
+    every fast tokenizer (byte-level BPE tokenizers ignore `add_prefix_space` for pre-split words).
+    """
+    char_word: list[int] = []
+    for i, word in enumerate(words):
+        char_word += [i] * len(word) + [-1]  # -1: the space after the word
+    enc = tokenizer(" ".join(words), add_special_tokens=False, return_offsets_mapping=True)
+    labels, seen = [], set()
+    for start, end in enc["offset_mapping"]:
+        word = next((char_word[c] for c in range(start, end) if char_word[c] >= 0), -1)
+        labels.append(tag_ids[word] if word >= 0 and word not in seen else IGNORE_INDEX)
+        seen.add(word)
+    if len(seen - {-1}) != len(words):
+        raise ModelError(f"the tokenizer merged words across spaces in {' '.join(words)!r}; cannot align labels")
+    return enc["input_ids"], labels
+
+
+def tokenize_tagged(tokenizer: Any, record: dict, label_ids: dict[str, int], max_length: int) -> list[dict]:
+    """One example per window of `record` (usually one): `{"id", "window", "input_ids", "labels"}`."""
+    ids, labels = align_labels_to_subwords(tokenizer, record["tokens"], [label_ids[t] for t in record["tags"]])
+    word_starts = [i for i, label in enumerate(labels) if label != IGNORE_INDEX] + [len(ids)]
+    windows, start = [], 0
+    for a, b in zip(word_starts, word_starts[1:], strict=False):
+        if b - start > max_length:  # the word starting at `a` does not fit: close the window before it
+            if a == start:
+                raise ModelError(f"record {record['id']}: one word is longer than max_length={max_length} tokens")
+            windows.append((start, a))
+            start = a
+    windows.append((start, len(ids)))
+    return [
+        {"id": record["id"], "window": k, "input_ids": ids[a:b], "labels": labels[a:b]}
+        for k, (a, b) in enumerate(windows)
+    ]
+
+
+def tokenize_records(tokenizer: Any, records: list[dict], task: Any) -> tuple[list[dict], dict]:
+    """Examples for one split of `task` (by its kind), and counts for stats.json."""
+    if task.kind == "token_classification":
+        label_ids = {label: i for i, label in enumerate(task.labels)}
+        per_record = [tokenize_tagged(tokenizer, r, label_ids, task.max_length) for r in records]
+        examples = [e for windows in per_record for e in windows]
+        counts = {"sentences_split_into_windows": sum(len(w) > 1 for w in per_record)}
+    elif task.kind == "sft":
+        results = [tokenize_sft(tokenizer, r, task.system, task.prompt_template, task.max_length) for r in records]
+        examples = [e for e, _ in results if e is not None]
+        counts = {"truncated": sum(t for _, t in results), "dropped_no_response_left": len(results) - len(examples)}
+    else:
+        raise ConfigError("tasks.<task>.kind", f"unknown kind {task.kind!r}; use 'sft' or 'token_classification'")
+    return examples, {
+        "records": len(records),
+        "examples": len(examples),
+        "tokens": sum(len(e["input_ids"]) for e in examples),
+        "labelled_tokens": sum(sum(t != IGNORE_INDEX for t in e["labels"]) for e in examples),
+        "max_tokens": max((len(e["input_ids"]) for e in examples), default=0),
+        **counts,
+    }

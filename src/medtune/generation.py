@@ -55,16 +55,23 @@ def generate(model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int
     return Generations(texts, new_tokens, time.perf_counter() - start)
 
 
+def _right_padded(batch: list[dict], pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """input_ids, attention_mask and labels of pre-tokenized examples, right-padded to the longest."""
+    width = max(len(e["input_ids"]) for e in batch)
+    pad = [width - len(e["input_ids"]) for e in batch]
+    ids = torch.tensor([e["input_ids"] + [pad_token_id] * n for e, n in zip(batch, pad, strict=True)])
+    mask = torch.tensor([[1] * len(e["input_ids"]) + [0] * n for e, n in zip(batch, pad, strict=True)])
+    labels = torch.tensor([e["labels"] + [IGNORE_INDEX] * n for e, n in zip(batch, pad, strict=True)])
+    return ids, mask, labels
+
+
 @torch.no_grad()
 def perplexity(model: Any, examples: list[dict], batch_size: int, pad_token_id: int) -> float:
     """exp(mean negative log-likelihood per labelled token) over pre-tokenized `{"input_ids", "labels"}` examples."""
     total_nll, total_tokens = 0.0, 0
     for b in tqdm(range(0, len(examples), batch_size), desc="perplexity", unit="batch"):
         batch = examples[b : b + batch_size]
-        width = max(len(e["input_ids"]) for e in batch)
-        ids = torch.tensor([e["input_ids"] + [pad_token_id] * (width - len(e["input_ids"])) for e in batch])
-        labels = torch.tensor([e["labels"] + [IGNORE_INDEX] * (width - len(e["labels"])) for e in batch])
-        mask = torch.tensor([[1] * len(e["input_ids"]) + [0] * (width - len(e["input_ids"])) for e in batch])
+        ids, mask, labels = _right_padded(batch, pad_token_id)
         logits = model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device)).logits.float()
         shift_logits, shift_labels = logits[:, :-1], labels[:, 1:].to(model.device)
         nll = torch.nn.functional.cross_entropy(
@@ -89,9 +96,7 @@ def predict_tags(
     by_record: dict[str, list[tuple[int, list[str]]]] = {}
     for b in tqdm(range(0, len(examples), batch_size), desc="tagging", unit="batch"):
         batch = examples[b : b + batch_size]
-        width = max(len(e["input_ids"]) for e in batch)
-        input_ids = torch.tensor([e["input_ids"] + [0] * (width - len(e["input_ids"])) for e in batch])
-        mask = torch.tensor([[1] * len(e["input_ids"]) + [0] * (width - len(e["input_ids"])) for e in batch])
+        input_ids, mask, _ = _right_padded(batch, 0)  # the pad id is masked out, so any id does
         best = model(input_ids=input_ids.to(model.device), attention_mask=mask.to(model.device)).logits.argmax(-1)
         for e, row in zip(batch, best.tolist(), strict=True):
             tags = [labels[p] for p, gold in zip(row, e["labels"], strict=False) if gold != IGNORE_INDEX]
@@ -104,17 +109,10 @@ def extract_entities(
 ) -> list[list[dict]]:
     """Entities `{"text", "type", "start", "end"}` (character offsets into each text) found by a token classifier."""
     words = [split_words(text) for text in texts]
-    ids = [str(i) for i, ws in enumerate(words) if ws]
-    examples = [
-        e
-        for i in ids
-        for e in tokenize_tagged(
-            tokenizer,
-            {"id": i, "tokens": [w for w, _, _ in words[int(i)]], "tags": ["O"] * len(words[int(i)])},
-            {"O": 0},
-            max_length,
-        )
-    ]
+    records = [{"id": str(i), "tokens": [w for w, _, _ in ws], "tags": ["O"] * len(ws)} for i, ws in enumerate(words)]
+    records = [r for r in records if r["tokens"]]  # a text without words has no entities
+    examples = [e for r in records for e in tokenize_tagged(tokenizer, r, {"O": 0}, max_length)]
+    ids = [r["id"] for r in records]
     tags = dict(zip(ids, predict_tags(model, examples, labels, batch_size, ids), strict=True)) if ids else {}
     return [_entities(text, ws, tags.get(str(i), [])) for i, (text, ws) in enumerate(zip(texts, words, strict=True))]
 

@@ -3,7 +3,7 @@
 Reads params: seed, eval, judge, tasks.<task>.{kind,labels,system,prompt_template,generation,metrics}.
     python -m stages.evaluate qa data/prepared/qa data/tokenized/qa models/base/smollm2-135m models/merged/qa metrics/qa
 Writes metrics/<task>/eval.json `{"base": {...}, "finetuned": {...}}`, samples.jsonl (inputs, reference, both
-models' outputs) and plots/ (scores.csv; for token classification also confusion.csv).
+models' outputs), scores.csv (the base-vs-fine-tuned bar plot) and, for token classification, confusion.csv.
   sft: perplexity of the reference answers, the task's text metrics on greedy generations, ms per token.
   token_classification: seqeval strict IOB2 precision/recall/F1, micro and per type; the base model has an
   untrained head (the floor).
@@ -15,7 +15,7 @@ from pathlib import Path
 from medtune.config import load_params, task_config
 from medtune.console import run_main
 from medtune.evaluation import evaluate_generation, evaluate_tagging
-from medtune.io import atomic_dir, read_jsonl, write_csv, write_json, write_jsonl
+from medtune.io import read_jsonl, write_csv, write_json, write_jsonl
 from medtune.modeling import load_tokenizer
 
 
@@ -43,9 +43,8 @@ def main() -> None:
         results, samples, plots = evaluate_generation(task, records, examples, tokenizer, models, params.eval, judge)
     write_json(args.metrics_dir / "eval.json", results)
     write_jsonl(args.metrics_dir / "samples.jsonl", samples)
-    with atomic_dir(args.metrics_dir / "plots") as tmp:
-        for name, rows in plots.items():
-            write_csv(tmp / name, rows)
+    for name, rows in plots.items():
+        write_csv(args.metrics_dir / name, rows)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """The real pipeline: `dvc repro` and `dvc exp run` on the tiny model in a temporary git repo.
 
 The scenario runs in order (each step starts from the state the previous one left):
-full build -> no-op rerun -> eval-only change -> LoRA-rank experiment -> model switch.
+full build -> no-op rerun -> eval-only change -> LoRA-rank experiment -> model switch -> a queued sweep over one
+task -> the review report of one of its experiments against the baseline.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -63,6 +65,11 @@ def set_root_config(repo: Path, **values) -> None:
     compose_params(repo)
 
 
+def commit_workspace(repo: Path, message: str) -> None:
+    run(repo, "git", "add", "-A")
+    run(repo, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", message)
+
+
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     repo = tmp_path_factory.mktemp("medtune-repo")
@@ -76,8 +83,7 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
         (repo / "data" / "raw" / raw.name).write_text("".join(raw.read_text().splitlines(keepends=True)[:40]))
     set_root_config(repo, **TINY)
     run(repo, "git", "init", "-q")
-    run(repo, "git", "add", "-A")
-    run(repo, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "tiny project")
+    commit_workspace(repo, "tiny project")
     return repo
 
 
@@ -96,7 +102,7 @@ def test_repro_builds_every_stage_of_every_task_and_writes_the_metrics(repo):
         assert 0 <= metrics["terminology"][model]["format_adherence"] <= 1
         assert {"precision", "recall", "f1", "per_type"} <= metrics["ner"][model].keys()
     assert metrics["ner"]["base"]["per_type"]["Medication"]["support"] > 0
-    assert (repo / "metrics/ner/plots/confusion.csv").read_text().startswith("actual,predicted\n")
+    assert (repo / "metrics/ner/confusion.csv").read_text().startswith("actual,predicted\n")
     assert json.loads((repo / "metrics/qa/merge.json").read_text())["relative_logit_diff"] <= 1e-5
     train = json.loads((repo / "metrics/qa/train.json").read_text())
     assert train["steps"] > 0 and 0 < train["trainable_share"] < 1
@@ -145,3 +151,45 @@ def test_switching_the_model_reruns_everything_downstream_of_base(repo):
     ran = stages_run(dvc(repo, "exp", "run", "-S", "model=tiny-random-b"))
     assert ran == {"base"} | {f"{stage}@{task}" for stage in PER_TASK[1:] for task in TASKS}
     assert (repo / "models/base/tiny-random-b/model.safetensors").is_file()
+
+
+def wait_for_queue(repo: Path, timeout_s: float = 900) -> str:
+    """Block until `dvc queue status` lists nothing queued or running; return the final status table."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        status = dvc(repo, "queue", "status")
+        if not re.search(r"\b(Queued|Running)\b", status):
+            return status
+        time.sleep(5)
+    raise AssertionError(f"the queue did not finish in {timeout_s} s:\n{status}")
+
+
+def test_a_queued_sweep_over_one_task_gives_one_experiment_per_value(repo, monkeypatch):
+    from medtune.report import experiment_rows
+
+    commit_workspace(repo, "baseline for the sweep")
+    dvc(repo, "exp", "run", "--queue", "-S", "tasks=[ner]", "-S", "peft.r=2,4")
+    dvc(repo, "queue", "start", "-j", "1")
+    status = wait_for_queue(repo)
+    assert status.count("Success") == 2, status
+
+    monkeypatch.chdir(repo)
+    rows = [r for r in experiment_rows() if r.params.get("peft.r") in (2, 4)]
+    assert sorted(r.params["peft.r"] for r in rows) == [2, 4]
+    for row in rows:
+        assert "ner.f1" in row.metrics and "ner.eval_loss" in row.metrics
+        assert not any(m.startswith("qa.") for m in row.metrics)  # only ner ran
+    assert rows[0].metrics["ner.eval_loss"] != rows[1].metrics["ner.eval_loss"]
+
+
+def test_report_compares_an_experiment_with_the_baseline(repo):
+    experiment = next(line.split()[0] for line in dvc(repo, "exp", "list", "--name-only").splitlines() if line.strip())
+    run(repo, sys.executable, "-m", "medtune.cli", "report", "--against", "HEAD", "--rev", experiment)
+
+    report = (repo / "metrics/report.md").read_text()
+    assert re.search(r"\| `peft\.r` \| 8 \| [24] \|", report)
+    assert "| `tasks.qa` | (run) | (not run) |" in report
+    assert re.search(r"\| f1 \| [\d.]+ \| [\d.]+ \| .* \| (✅ better|❌ worse|= same) \|", report)
+    figures = sorted((repo / "metrics/report").glob("*.png"))
+    assert "ner_confusion.png" in {f.name for f in figures}
+    assert all(f.read_bytes().startswith(b"\x89PNG") for f in figures)

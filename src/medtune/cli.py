@@ -5,6 +5,8 @@ medtune params [OVERRIDE ...]       compose conf/ into params.yaml (what `dvc ex
 medtune predict ner "TEXT"          entities with character offsets, as JSON
 medtune predict ner --input in.jsonl [--output out.jsonl]
                                     one `{"text": ...}` object per line in, one `{..., "entities": [...]}` out
+medtune report --against main       metrics/report.md: params, metrics (better/worse), figures, samples vs `main`
+medtune exp table --metric ner.f1   experiments best first: the params that differ and the task's metrics
 """
 
 from __future__ import annotations
@@ -39,6 +41,13 @@ def _dispatch() -> None:
     predict.add_argument("--output", type=Path, help="write JSONL here instead of standard output")
     predict.add_argument("--model", type=Path, help="model folder (default: models/merged/<task>)")
     predict.add_argument("--batch-size", type=int, default=16)
+    report = commands.add_parser("report", help="compare the results with another revision, as Markdown + PNG")
+    report.add_argument("--against", required=True, help="the revision to compare with (branch, commit, experiment)")
+    report.add_argument("--rev", help="the revision to report on (default: the workspace)")
+    report.add_argument("--out", type=Path, default=Path("metrics/report.md"))
+    exp = commands.add_parser("exp", help="experiments")
+    exp.add_argument("action", choices=["table"])
+    exp.add_argument("--metric", required=True, help="<task>.<metric> to rank by, e.g. ner.f1 or qa.perplexity")
     args = parser.parse_args()
 
     if args.command == "params":
@@ -46,6 +55,41 @@ def _dispatch() -> None:
         log.info("Wrote %s from conf/%s", out, f" with {' '.join(args.overrides)}" if args.overrides else "")
     elif args.command == "predict":
         _predict(args)
+    elif args.command == "report":
+        from medtune.report import write_report
+
+        log.info("Wrote %s", write_report(args.against, args.rev, args.out))
+    elif args.command == "exp":
+        _exp_table(args.metric)
+
+
+def _exp_table(metric: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from medtune.report import experiment_rows, rank, varying_params
+
+    rows = experiment_rows()
+    task = metric.split(".", 1)[0]
+    try:
+        ranked = rank(rows, metric)
+    except ValueError as err:
+        raise ConfigError("--metric", str(err)) from None
+    params = varying_params(rows)
+    top_level = {m for r in rows for m in r.metrics if m.startswith(f"{task}.") and m.count(".") == 1}
+    metrics = [metric] + sorted(top_level - {metric})
+    table = Table(title=f"experiments ranked by {metric}, best first")
+    table.add_column("experiment")
+    for column in [*params, *metrics]:
+        table.add_column(column, justify="right")
+    for r in ranked:
+        values = [str(r.params.get(p, "—")) for p in params] + [_fmt(r.metrics.get(m)) for m in metrics]
+        table.add_row(r.name, *values)
+    Console(width=None if sys.stdout.isatty() else 240).print(table)  # a pipe or CI log gets the whole table
+
+
+def _fmt(value: float | None) -> str:
+    return "—" if value is None else f"{value:.4g}"
 
 
 def _predict(args: argparse.Namespace) -> None:

@@ -32,8 +32,8 @@ class WeightsConfig:
     path: str | None = None  # a local model folder; wins over hub_id
     dtype: str = "float32"
     init_seed: int = 0  # tiny-random only
-    hidden_size: int = 32
-    intermediate_size: int = 64
+    hidden_size: int = 64  # a multiple of 64: bitsandbytes' CPU 4-bit kernels quantize in blocks of 64
+    intermediate_size: int = 128
     num_hidden_layers: int = 2
     num_attention_heads: int = 4
     num_key_value_heads: int = 2
@@ -47,11 +47,20 @@ class ModelConfig:
 
 
 @dataclass
+class QuantizationConfig:
+    bits: int = 4  # 4 (QLoRA) or 8 (LLM.int8)
+    quant_type: str = "nf4"  # 4-bit only: nf4 | fp4
+    double_quant: bool = True  # 4-bit only: quantize the quantization constants too
+    compute_dtype: str = "bfloat16"  # dtype the 4-bit weights are dequantized to for each matmul
+
+
+@dataclass
 class PeftConfig:
-    method: str = "lora"
+    method: str = "lora"  # lora | qlora
     r: int = 8
     alpha: int = 16
     dropout: float = 0.05
+    quantization: QuantizationConfig | None = None  # qlora: how bitsandbytes stores the frozen base
 
 
 @dataclass

@@ -75,9 +75,9 @@ def evaluate_tagging(
 
 
 def _score_rows(results: dict) -> list[dict]:
-    """Headline numbers, one row per model and metric: the base-vs-fine-tuned bar plot."""
+    """Headline numbers, one row per model and metric: the base-vs-fine-tuned bar plot (one bar per `bar`)."""
     return [
-        {"model": model, "metric": metric, "value": value}
+        {"bar": f"{metric} ({model})", "model": model, "metric": metric, "value": value}
         for model, scores in results.items()
         for metric, value in scores.items()
         if isinstance(value, float)

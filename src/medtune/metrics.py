@@ -145,6 +145,33 @@ TEXT_METRICS: dict[str, Callable[[list[str], list[str], list[str]], float]] = {
 }
 
 
+# Which way is better, for reports and experiment tables: +1 higher, -1 lower. Metrics are looked up by their
+# last name (`per_type.Disease.f1` -> `f1`); counts and context (examples, support, fkgl_source) have no direction.
+DIRECTION: dict[str, int] = {
+    "rouge_l": 1,
+    "bleu": 1,
+    "sari": 1,
+    "fkgl_output": -1,  # reading grade of the output: plainer language is the goal of simplification
+    "format_adherence": 1,
+    "disclaimer_rate": 1,
+    "perplexity": -1,
+    "ms_per_token": -1,
+    "precision": 1,
+    "recall": 1,
+    "f1": 1,
+    "eval_loss": -1,
+    "judge_clarity": 1,
+    "judge_accuracy": 1,
+    "judge_meaning_preservation": 1,
+    "judge_failed": -1,
+}
+
+
+def direction(metric: str) -> int | None:
+    """+1 if higher is better for this (possibly dotted) metric name, -1 if lower is, None if it has no direction."""
+    return DIRECTION.get(metric.rsplit(".", 1)[-1])
+
+
 def seqeval_scores(gold: list[list[str]], predicted: list[list[str]]) -> dict:
     """Entity-level micro precision/recall/F1 and per-type scores, seqeval in strict IOB2 mode (an entity counts
     only when its type and exact span match; invalid sequences such as an orphan I- are not entities)."""

@@ -168,9 +168,10 @@ def load_causal_lm(model_dir: str | Path, dtype: torch.dtype = torch.float32) ->
     return model.to(device()).eval()
 
 
-def load_token_classifier(model_dir: str | Path, labels: list[str], seed: int = 0) -> Any:
+def load_token_classifier(model_dir: str | Path, labels: list[str], seed: int = 0, **load_kwargs: Any) -> Any:
     """A token-classification model (a `score` head on the backbone). A base model gets a new head initialised
-    from `seed`; a merged model keeps its trained one. Not moved to a device (the caller decides)."""
+    from `seed`; a merged model keeps its trained one. Not moved to a device (the caller decides).
+    `load_kwargs` go to `from_pretrained` (e.g. `quantization_config`)."""
     from transformers import AutoModelForTokenClassification, set_seed
 
     set_seed(seed)
@@ -181,6 +182,7 @@ def load_token_classifier(model_dir: str | Path, labels: list[str], seed: int = 
         label2id={label: i for i, label in enumerate(labels)},
         dtype=torch.float32,
         trust_remote_code=False,
+        **load_kwargs,
     )
 
 

@@ -1,0 +1,291 @@
+"""The review report: two revisions of the pipeline's results side by side, for a pull request.
+
+`medtune report --against main` writes metrics/report.md:
+- the params that changed (what `dvc params diff` shows);
+- per task, the fine-tuned model's headline metrics in both revisions, with the absolute and relative change and a
+  better/worse mark that knows each metric's direction (`medtune.metrics.DIRECTION`: lower perplexity is better,
+  higher F1 is better); a metric present in only one revision says so;
+- the review plots of dvc.yaml as PNG (metrics/report/*.png), so the report shows them without a browser;
+- three test examples per generative task with both revisions' outputs.
+
+Everything is read through DVC: params and metrics with its Repo API, sample outputs with `dvc.api.read`, and the
+figures from `dvc plots diff --json` (the Vega-Lite specs DVC's HTML uses, data included), rendered to PNG
+offline by vl-convert, since DVC's HTML loads Vega from the internet.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from medtune.io import atomic_write_text
+from medtune.metrics import direction
+
+SAMPLES_PER_TASK = 3
+MAX_CELL_CHARS = 400
+
+
+@dataclass
+class MetricChange:
+    task: str
+    metric: str
+    old: float | None
+    new: float | None
+
+    @property
+    def delta(self) -> float | None:
+        return None if self.old is None or self.new is None else self.new - self.old
+
+    @property
+    def relative(self) -> float | None:
+        return None if self.delta is None or self.old == 0 else self.delta / abs(self.old)
+
+    @property
+    def verdict(self) -> str:
+        """better / worse / same, or which revision lacks the metric; empty for a metric without direction."""
+        if self.old is None:
+            return "new"
+        if self.new is None:
+            return "gone"
+        sign = direction(self.metric)
+        if self.delta == 0:
+            return "same"
+        if sign is None:
+            return ""
+        return "better" if self.delta * sign > 0 else "worse"
+
+
+def headline_metrics(metric_files: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """`{task: {metric: value}}` from DVC's metrics data of one revision: the fine-tuned model's scores in
+    metrics/<task>/eval.json (nested names dotted) and the final validation loss of metrics/<task>/train.json.
+    Only metrics with a direction are headline metrics (counts such as `examples` are context)."""
+    tasks: dict[str, dict[str, float]] = {}
+    for path, content in metric_files.items():
+        parts = Path(path).parts
+        if len(parts) != 3 or parts[0] != "metrics" or "data" not in content:
+            continue
+        task, name = parts[1], parts[2]
+        if name == "eval.json":
+            values = _flatten(content["data"].get("finetuned", {}))
+        elif name == "train.json":
+            values = {"eval_loss": content["data"].get("eval_loss")}
+        else:
+            continue
+        tasks.setdefault(task, {}).update(
+            {k: v for k, v in values.items() if isinstance(v, int | float) and direction(k) is not None}
+        )
+    return tasks
+
+
+def compare(old: dict[str, dict[str, float]], new: dict[str, dict[str, float]]) -> list[MetricChange]:
+    """One row per task and metric found in either revision, in a stable order."""
+    rows = []
+    for task in sorted(old.keys() | new.keys()):
+        a, b = old.get(task, {}), new.get(task, {})
+        rows += [MetricChange(task, m, a.get(m), b.get(m)) for m in sorted(a.keys() | b.keys())]
+    return rows
+
+
+def changed_params(diff: dict[str, dict[str, dict]]) -> list[tuple[str, Any, Any]]:
+    """`(name, old, new)` from `Repo.params.diff()["diff"]`, all params files together. A task present in only one
+    revision (e.g. an experiment run with -S 'tasks=[ner]') is one row `tasks.<name>`, not one row per key."""
+    rows = sorted((name, c["old"], c["new"]) for changes in diff.values() for name, c in changes.items())
+    tasks = {name.split(".")[1] for name, _, _ in rows if name.startswith("tasks.") and name.count(".") >= 2}
+    for task in sorted(tasks):
+        prefix = f"tasks.{task}."
+        own = [row for row in rows if row[0].startswith(prefix)]
+        for side in (1, 2):  # every key of the task missing on one side: the whole task was added or removed
+            if all(row[side] is None for row in own):
+                rows = [row for row in rows if not row[0].startswith(prefix)]
+                whole = "(not run)", "(run)"
+                rows.append((f"tasks.{task}", *(whole if side == 1 else whole[::-1])))
+                break
+    return sorted(rows)
+
+
+def render(
+    old_label: str,
+    new_label: str,
+    params: list[tuple[str, Any, Any]],
+    changes: list[MetricChange],
+    figures: list[Path],
+    samples: dict[str, list[dict]],
+    out_dir: Path,
+) -> str:
+    """The report as Markdown (GitHub flavour); figure links are relative to `out_dir`."""
+    lines = [f"# medtune report: `{new_label}` against `{old_label}`", ""]
+    lines += ["## Params that changed", ""]
+    if params:
+        lines += ["| param | " + old_label + " | " + new_label + " |", "|---|---|---|"]
+        lines += [f"| `{name}` | {_cell(old)} | {_cell(new)} |" for name, old, new in params]
+    else:
+        lines.append("None.")
+    lines += ["", "## Metrics of the fine-tuned models", ""]
+    marks = {"better": "✅ better", "worse": "❌ worse", "same": "= same", "new": f"only in {new_label}"}
+    marks["gone"] = f"only in {old_label}"
+    for task in dict.fromkeys(c.task for c in changes):
+        lines += [f"### {task}", "", f"| metric | {old_label} | {new_label} | change | change % | |"]
+        lines.append("|---|---:|---:|---:|---:|---|")
+        for c in (c for c in changes if c.task == task):
+            rel = "" if c.relative is None else f"{100 * c.relative:+.1f}%"
+            delta = "" if c.delta is None else f"{c.delta:+.4g}"
+            lines.append(
+                f"| {c.metric} | {_number(c.old)} | {_number(c.new)} | {delta} | {rel} | {marks.get(c.verdict, '')} |"
+            )
+        lines.append("")
+    if figures:
+        lines += ["## Figures", ""]
+        lines += [f"![{f.stem}]({f.relative_to(out_dir).as_posix()})" for f in figures]
+        lines.append("")
+    if samples:
+        lines += ["## Sample outputs", ""]
+        for task, rows in samples.items():
+            lines += [f"### {task}", "", f"| input | reference | {old_label} | {new_label} |", "|---|---|---|---|"]
+            lines += [
+                f"| {_cell(r['source'])} | {_cell(r['reference'])} | {_cell(r['old'])} | {_cell(r['new'])} |"
+                for r in rows
+            ]
+            lines.append("")
+    return "\n".join(lines)
+
+
+def paired_samples(old: list[dict], new: list[dict], n: int = SAMPLES_PER_TASK) -> list[dict]:
+    """The first `n` test examples present in both revisions, with each revision's fine-tuned output.
+    Only generative tasks have text outputs; tagging samples (token lists) give none."""
+    old_by_id = {row["id"]: row for row in old if isinstance(row.get("finetuned"), str)}
+    pairs = [
+        {
+            "source": row["source"],
+            "reference": row["reference"],
+            "old": old_by_id[row["id"]]["finetuned"],
+            "new": row["finetuned"],
+        }
+        for row in new
+        if row["id"] in old_by_id and isinstance(row.get("finetuned"), str)
+    ]
+    return pairs[:n]
+
+
+def write_report(against: str, rev: str | None = None, out: Path = Path("metrics/report.md")) -> Path:
+    """Compare revision `rev` (default: the workspace) with `against` and write the report and its figures."""
+    from dvc.repo import Repo
+
+    repo = Repo(".")
+    revs = [against] if rev is None else [against, rev]
+    shown = repo.metrics.show(revs=revs)
+    new_key = "workspace" if rev is None else rev
+    metrics = {r: headline_metrics(shown[r].get("data", {})) for r in (against, new_key)}
+    params = changed_params(repo.params.diff(a_rev=against, b_rev=rev).get("diff", {}))
+    figure_dir = out.with_suffix("")
+    figures = render_figures(against, rev, figure_dir)
+    samples = {}
+    for task in sorted(metrics[against].keys() & metrics[new_key].keys()):
+        path = f"metrics/{task}/samples.jsonl"
+        pairs = paired_samples(_read_jsonl_at(repo, path, against), _read_jsonl_at(repo, path, rev))
+        if pairs:
+            samples[task] = pairs
+    label = rev or "workspace"
+    markdown = render(against, label, params, compare(metrics[against], metrics[new_key]), figures, samples, out.parent)
+    atomic_write_text(out, markdown + "\n")
+    return out
+
+
+def render_figures(against: str, rev: str | None, out_dir: Path) -> list[Path]:
+    """PNG files of every plot dvc.yaml declares, both revisions overlaid, as `dvc plots diff` draws them."""
+    import vl_convert
+
+    cmd = [sys.executable, "-m", "dvc", "plots", "diff", against, *([rev] if rev else []), "--json"]
+    result = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    plots = json.loads(result.stdout)["data"]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for old in out_dir.glob("*.png"):
+        old.unlink()
+    written = []
+    for plot_id, renders in sorted(plots.items()):
+        for render_ in renders:
+            if render_.get("type") != "vega":
+                continue
+            name = plot_id.split("::")[-1].removeprefix("metrics/").replace("/", "_").rsplit(".", 1)[0]
+            path = out_dir / f"{name}.png"
+            path.write_bytes(vl_convert.vegalite_to_png(json.dumps(render_["content"]), scale=1.0))
+            written.append(path)
+    return written
+
+
+def _read_jsonl_at(repo: Any, path: str, rev: str | None) -> list[dict]:
+    """A JSONL file as it is in revision `rev` (None: the workspace); empty if it does not exist there."""
+    import dvc.api
+    from dvc.exceptions import PathMissingError
+
+    try:
+        text = (
+            Path(path).read_text(encoding="utf-8") if rev is None else dvc.api.read(path, repo=repo.root_dir, rev=rev)
+        )
+    except (FileNotFoundError, PathMissingError):
+        return []
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _number(value: float | None) -> str:
+    return "—" if value is None else f"{value:.4g}"
+
+
+def _cell(value: Any) -> str:
+    """Text for one Markdown table cell: no pipes or newlines, at most MAX_CELL_CHARS characters."""
+    text = "—" if value is None else str(value)
+    if len(text) > MAX_CELL_CHARS:
+        text = text[: MAX_CELL_CHARS - 1] + "…"
+    return text.replace("|", "\\|").replace("\n", "<br>")
+
+
+@dataclass
+class ExperimentRow:
+    name: str
+    params: dict[str, Any]
+    metrics: dict[str, float]
+
+
+def experiment_rows() -> list[ExperimentRow]:
+    """The workspace, the baseline commit and every experiment `dvc exp show` lists, with flat params and the
+    headline metrics of every task (`<task>.<metric>`)."""
+    import dvc.api
+    from dvc.repo import Repo
+
+    repo = Repo(".")
+    rows = []
+    for entry in dvc.api.exp_show(repo="."):
+        rev = entry["Experiment"] or entry["rev"]
+        shown = repo.metrics.show(revs=[rev])[rev].get("data", {})
+        metrics = {f"{t}.{m}": v for t, values in headline_metrics(shown).items() for m, v in values.items()}
+        params = repo.params.show(revs=[rev])[rev].get("data", {}).get("params.yaml", {}).get("data", {})
+        rows.append(ExperimentRow(rev, _flatten(params), metrics))
+    return rows
+
+
+def rank(rows: list[ExperimentRow], metric: str) -> list[ExperimentRow]:
+    """Best first for `metric` (its direction decides), rows without it last."""
+    sign = direction(metric)
+    if sign is None:
+        raise ValueError(f"{metric!r} has no direction (see medtune.metrics.DIRECTION); pick e.g. ner.f1")
+    have = [r for r in rows if metric in r.metrics]
+    return sorted(have, key=lambda r: -sign * r.metrics[metric]) + [r for r in rows if metric not in r.metrics]
+
+
+def varying_params(rows: list[ExperimentRow]) -> list[str]:
+    """Params whose value differs between the rows: the columns worth showing."""
+    names = sorted({name for r in rows for name in r.params})
+    return [n for n in names if len({json.dumps(r.params.get(n), sort_keys=True) for r in rows}) > 1]

@@ -1,0 +1,110 @@
+"""The review report: metric direction, changed params, metrics missing in one revision, samples side by side.
+(tests/test_pipeline.py writes a real report from two revisions of a real pipeline.)"""
+
+from __future__ import annotations
+
+import pytest
+
+from medtune.report import (
+    ExperimentRow,
+    MetricChange,
+    changed_params,
+    compare,
+    headline_metrics,
+    paired_samples,
+    rank,
+    render,
+    varying_params,
+)
+
+
+def dvc_metrics(task: str, finetuned: dict, eval_loss: float) -> dict:
+    """What `Repo.metrics.show()` gives for one task's files."""
+    return {
+        f"metrics/{task}/eval.json": {"data": {"base": {"f1": 0.1}, "finetuned": finetuned}},
+        f"metrics/{task}/train.json": {"data": {"eval_loss": eval_loss, "runtime_s": 12.0}},
+        f"metrics/{task}/merge.json": {"data": {"max_abs_logit_diff": 1e-6}},
+    }
+
+
+def test_headline_metrics_are_the_fine_tuned_scores_with_a_direction():
+    files = dvc_metrics("ner", {"f1": 0.7, "sentences": 37, "per_type": {"Disease": {"f1": 0.5, "support": 10}}}, 0.4)
+
+    assert headline_metrics(files) == {"ner": {"f1": 0.7, "per_type.Disease.f1": 0.5, "eval_loss": 0.4}}
+
+
+def test_the_mark_knows_which_way_each_metric_is_better():
+    assert MetricChange("qa", "perplexity", 14.0, 9.0).verdict == "better"
+    assert MetricChange("qa", "perplexity", 9.0, 14.0).verdict == "worse"
+    assert MetricChange("ner", "per_type.Disease.f1", 0.5, 0.6).verdict == "better"
+    assert MetricChange("simplification", "fkgl_output", 4.0, 6.0).verdict == "worse"
+    assert MetricChange("ner", "f1", 0.7, 0.7).verdict == "same"
+
+
+def test_change_is_absolute_and_relative_to_the_old_value():
+    change = MetricChange("qa", "perplexity", 10.0, 9.0)
+    assert (change.delta, change.relative) == (-1.0, -0.1)
+    assert MetricChange("ner", "f1", 0.0, 0.5).relative is None  # no relative change from zero
+
+
+def test_a_metric_or_task_missing_in_one_revision_is_reported_not_dropped():
+    old = {"qa": {"perplexity": 9.0}, "ner": {"f1": 0.7}}
+    new = {"qa": {"perplexity": 8.0, "rouge_l": 0.2}}
+
+    rows = {(c.task, c.metric): c for c in compare(old, new)}
+
+    assert rows["qa", "rouge_l"].verdict == "new" and rows["qa", "rouge_l"].delta is None
+    assert rows["ner", "f1"].verdict == "gone"
+    assert rows["qa", "perplexity"].verdict == "better"
+
+
+def test_changed_params_come_from_dvc_params_diff():
+    diff = {"params.yaml": {"peft.r": {"old": 8, "new": 16}, "train.lr": {"old": 0.0003, "new": 0.0001}}}
+    assert changed_params(diff) == [("peft.r", 8, 16), ("train.lr", 0.0003, 0.0001)]
+    assert changed_params({}) == []
+
+
+def test_a_task_left_out_of_an_experiment_is_one_row():
+    diff = {
+        "params.yaml": {"tasks.qa.max_length": {"old": 512, "new": None}, "tasks.qa.kind": {"old": "sft", "new": None}}
+    }
+    assert changed_params(diff) == [("tasks.qa", "(run)", "(not run)")]
+
+
+def test_samples_are_paired_by_id_and_only_for_text_outputs():
+    old = [{"id": "a", "source": "s", "reference": "r", "finetuned": "old a"}, {"id": "b", "finetuned": "old b"}]
+    new = [
+        {"id": "c", "source": "s", "reference": "r", "finetuned": "new c"},
+        {"id": "a", "source": "s", "reference": "r", "finetuned": "new a"},
+    ]
+    assert paired_samples(old, new) == [{"source": "s", "reference": "r", "old": "old a", "new": "new a"}]
+    tags = [{"id": "a", "tokens": ["x"], "reference": ["O"], "finetuned": ["O"]}]
+    assert paired_samples(tags, tags) == []
+
+
+def test_markdown_report(tmp_path):
+    changes = compare({"qa": {"perplexity": 10.0}}, {"qa": {"perplexity": 9.0}})
+    figure = tmp_path / "report" / "qa_scores.png"
+    samples = {"qa": [{"source": "What is | this?", "reference": "A\nB", "old": "x", "new": "y"}]}
+
+    text = render("main", "workspace", [("peft.r", 8, 16)], changes, [figure], samples, tmp_path)
+
+    assert "| `peft.r` | 8 | 16 |" in text
+    assert "| perplexity | 10 | 9 | -1 | -10.0% | ✅ better |" in text
+    assert "![qa_scores](report/qa_scores.png)" in text
+    assert "| What is \\| this? | A<br>B | x | y |" in text  # cells cannot break the table
+
+
+def test_experiments_rank_best_first_in_the_metrics_direction():
+    rows = [
+        ExperimentRow("a", {"peft.r": 8, "seed": 1}, {"qa.perplexity": 9.0}),
+        ExperimentRow("b", {"peft.r": 16, "seed": 1}, {"qa.perplexity": 7.5}),
+        ExperimentRow("c", {"peft.r": 32, "seed": 1}, {}),
+    ]
+    assert [r.name for r in rank(rows, "qa.perplexity")] == ["b", "a", "c"]
+    assert varying_params(rows) == ["peft.r"]
+
+
+def test_ranking_by_a_count_is_refused():
+    with pytest.raises(ValueError, match="no direction"):
+        rank([], "qa.examples")

@@ -3,8 +3,9 @@
 medtune params [OVERRIDE ...]       compose conf/ into params.yaml (what `dvc exp run` does by itself), e.g.
                                     medtune params model=tiny-random train.epochs=1
 medtune predict ner "TEXT"          entities with character offsets, as JSON
-medtune predict ner --input in.jsonl [--output out.jsonl]
-                                    one `{"text": ...}` object per line in, one `{..., "entities": [...]}` out
+medtune predict TASK --input in.jsonl --output out.jsonl
+                                    one `{"text": ...}` per line in; out: `entities` (ner) or `output`; resumable
+medtune chat terminology           terminal chat with a task's fine-tuned model (scope guard, safety note)
 medtune report --against main       metrics/report.md: params, metrics (better/worse), figures, samples vs `main`
 medtune exp table --metric ner.f1   experiments best first: the params that differ and the task's metrics
 """
@@ -18,8 +19,7 @@ from pathlib import Path
 
 from medtune.config import compose_params, load_params, task_config
 from medtune.console import log, run_main
-from medtune.errors import ConfigError, DataError
-from medtune.io import write_jsonl
+from medtune.errors import ConfigError
 
 
 def main() -> None:
@@ -34,13 +34,22 @@ def _dispatch() -> None:
     params = commands.add_parser("params", help="regenerate params.yaml from conf/ (Hydra), with optional overrides")
     params.add_argument("overrides", nargs="*", help="Hydra overrides such as model=tiny-random or peft.r=16")
     params.add_argument("--root", default=".", help="project root holding conf/ (default: current directory)")
-    predict = commands.add_parser("predict", help="run a task's fine-tuned model on text (token classification)")
+    predict = commands.add_parser("predict", help="run a task's fine-tuned model on a text or a JSONL file")
     predict.add_argument("task", help="a task in params.yaml, e.g. ner")
     predict.add_argument("text", nargs="?", help="the text to tag")
     predict.add_argument("--input", type=Path, help="JSONL file with a `text` field per line")
     predict.add_argument("--output", type=Path, help="write JSONL here instead of standard output")
     predict.add_argument("--model", type=Path, help="model folder (default: models/merged/<task>)")
     predict.add_argument("--batch-size", type=int, default=16)
+    chat = commands.add_parser("chat", help="terminal chat with a generative task's fine-tuned model")
+    chat.add_argument("task", help="a generative task in params.yaml, e.g. qa or terminology")
+    chat.add_argument(
+        "--model", type=Path, help="model folder (default: models/merged/<task>; with --adapter: the base)"
+    )
+    chat.add_argument(
+        "--adapter", type=Path, help="a LoRA adapter folder to apply to --model instead of a merged model"
+    )
+    chat.add_argument("--guard", type=Path, default=Path("models/scope/classifier.json"), help="scope classifier")
     report = commands.add_parser("report", help="compare the results with another revision, as Markdown + PNG")
     report.add_argument("--against", required=True, help="the revision to compare with (branch, commit, experiment)")
     report.add_argument("--rev", help="the revision to report on (default: the workspace)")
@@ -55,12 +64,30 @@ def _dispatch() -> None:
         log.info("Wrote %s from conf/%s", out, f" with {' '.join(args.overrides)}" if args.overrides else "")
     elif args.command == "predict":
         _predict(args)
+    elif args.command == "chat":
+        _chat(args)
     elif args.command == "report":
         from medtune.report import write_report
 
         log.info("Wrote %s", write_report(args.against, args.rev, args.out))
     elif args.command == "exp":
         _exp_table(args.metric)
+
+
+def _chat(args: argparse.Namespace) -> None:
+    from rich.console import Console
+
+    from medtune.assistant import chat_loop, load_assistant
+
+    task = task_config(load_params(), args.task)
+    if task.kind != "sft":
+        raise ConfigError(
+            f"tasks.{args.task}.kind", "chat needs a generative (sft) task; for ner use `medtune predict`"
+        )
+    model_dir = args.model or Path("models/merged") / args.task
+    log.info("Loading %s%s and the scope guard", model_dir, f" + adapter {args.adapter}" if args.adapter else "")
+    console = Console()
+    chat_loop(load_assistant(task, model_dir, args.adapter, args.guard), console.input, console)
 
 
 def _exp_table(metric: str) -> None:
@@ -93,39 +120,17 @@ def _fmt(value: float | None) -> str:
 
 
 def _predict(args: argparse.Namespace) -> None:
-    from medtune.generation import extract_entities
-    from medtune.modeling import device, load_token_classifier, load_tokenizer
+    from medtune.predict import Predictor, predict_file
 
     task = task_config(load_params(), args.task)
-    if task.kind != "token_classification":
-        raise ConfigError(f"tasks.{args.task}.kind", "`medtune predict` handles token_classification tasks so far")
     if (args.text is None) == (args.input is None):
         raise ConfigError("predict", "give either TEXT or --input FILE")
-    rows = [{"text": args.text}] if args.text is not None else _read_texts(args.input)
-    model_dir = args.model or Path("models/merged") / args.task
-    model = load_token_classifier(model_dir, list(task.labels)).to(device()).eval()
-    texts = [row["text"] for row in rows]
-    entities = extract_entities(
-        model, load_tokenizer(model_dir), texts, list(task.labels), task.max_length, args.batch_size
-    )
-    results = [{**row, "entities": found} for row, found in zip(rows, entities, strict=True)]
-    if args.output:
-        write_jsonl(args.output, results)
-        log.info("Wrote %d results to %s", len(results), args.output)
-    elif args.text is not None:
-        print(json.dumps(results[0]["entities"], indent=2, ensure_ascii=False))
-    else:
-        sys.stdout.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in results)
-
-
-def _read_texts(path: Path) -> list[dict]:
-    from medtune.data import read_local_rows
-
-    rows = []
-    for where, row in read_local_rows(path):
-        if isinstance(row, DataError):
-            raise row
-        if not isinstance(row, dict) or not isinstance(row.get("text"), str):
-            raise DataError(where, 'expected an object with a text field "text"')
-        rows.append(row)
-    return rows
+    if args.input is not None and args.output is None:
+        raise ConfigError("predict", "--input needs --output (the output is what makes a batch run resumable)")
+    predictor = Predictor(task, args.model or Path("models/merged") / args.task)
+    if args.text is not None:
+        result = predictor.predict([args.text], batch_size=1)[0]
+        print(json.dumps(result.get("entities", result), indent=2, ensure_ascii=False))
+        return
+    written, skipped = predict_file(predictor, args.input, args.output, args.batch_size)
+    log.info("Wrote %d results to %s (%d already there, skipped)", written, args.output, skipped)

@@ -138,6 +138,12 @@ class JudgeConfig:
 
 
 @dataclass
+class ScopeConfig:
+    c: float = 1.0  # inverse regularisation strength of the logistic regression
+    threshold: float = 0.5  # P(in scope) at or above which a question is answered
+
+
+@dataclass
 class Params:
     model: ModelConfig = field(default_factory=ModelConfig)
     peft: PeftConfig = field(default_factory=PeftConfig)
@@ -146,6 +152,7 @@ class Params:
     seed: int = 42
     eval: EvalConfig = field(default_factory=EvalConfig)
     judge: JudgeConfig = field(default_factory=JudgeConfig)
+    scope: ScopeConfig = field(default_factory=ScopeConfig)
 
 
 def validate(raw: dict[str, Any], source: str = PARAMS_FILE) -> DictConfig:

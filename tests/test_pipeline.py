@@ -192,12 +192,12 @@ def test_a_queued_sweep_over_one_task_gives_one_experiment_per_value(repo, monke
 
 def test_report_compares_an_experiment_with_the_baseline(repo):
     experiment = next(line.split()[0] for line in dvc(repo, "exp", "list", "--name-only").splitlines() if line.strip())
-    run(repo, sys.executable, "-m", "medtune.cli", "report", "--against", "HEAD", "--rev", experiment)
+    run(repo, str(Path(sys.executable).parent / "medtune"), "report", "--against", "HEAD", "--rev", experiment)
 
     report = (repo / "metrics/report.md").read_text()
     assert re.search(r"\| `peft\.r` \| 8 \| [24] \|", report)
     assert "| `tasks.qa` | (run) | (not run) |" in report
     assert re.search(r"\| f1 \| [\d.]+ \| [\d.]+ \| .* \| (✅ better|❌ worse|= same) \|", report)
     figures = sorted((repo / "metrics/report").glob("*.png"))
-    assert "ner_confusion.png" in {f.name for f in figures}
+    assert {"ner_confusion.png", "ner_training_loss.png", "ner_validation_loss.png"} <= {f.name for f in figures}
     assert all(f.read_bytes().startswith(b"\x89PNG") for f in figures)

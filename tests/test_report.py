@@ -28,7 +28,9 @@ def dvc_metrics(task: str, finetuned: dict, eval_loss: float) -> dict:
 
 
 def test_headline_metrics_are_the_fine_tuned_scores_with_a_direction():
-    files = dvc_metrics("ner", {"f1": 0.7, "sentences": 37, "per_type": {"Disease": {"f1": 0.5, "support": 10}}}, 0.4)
+    files = dvc_metrics(
+        "ner", {"f1": 0.7, "sentences": 37, "per_type": {"Disease": {"f1": 0.5, "recall": 0.4, "support": 10}}}, 0.4
+    )
 
     assert headline_metrics(files) == {"ner": {"f1": 0.7, "per_type.Disease.f1": 0.5, "eval_loss": 0.4}}
 

@@ -62,7 +62,8 @@ class MetricChange:
 def headline_metrics(metric_files: dict[str, Any]) -> dict[str, dict[str, float]]:
     """`{task: {metric: value}}` from DVC's metrics data of one revision: the fine-tuned model's scores in
     metrics/<task>/eval.json (nested names dotted) and the final validation loss of metrics/<task>/train.json.
-    Only metrics with a direction are headline metrics (counts such as `examples` are context)."""
+    Only metrics with a direction are headline metrics (counts such as `examples` are context), and of the
+    per-type scores only F1."""
     tasks: dict[str, dict[str, float]] = {}
     for path, content in metric_files.items():
         parts = Path(path).parts
@@ -75,9 +76,7 @@ def headline_metrics(metric_files: dict[str, Any]) -> dict[str, dict[str, float]
             values = {"eval_loss": content["data"].get("eval_loss")}
         else:
             continue
-        tasks.setdefault(task, {}).update(
-            {k: v for k, v in values.items() if isinstance(v, int | float) and direction(k) is not None}
-        )
+        tasks.setdefault(task, {}).update({k: v for k, v in values.items() if _is_headline(k, v)})
     return tasks
 
 
@@ -209,7 +208,9 @@ def render_figures(against: str, rev: str | None, out_dir: Path) -> list[Path]:
         for render_ in renders:
             if render_.get("type") != "vega":
                 continue
-            name = plot_id.split("::")[-1].removeprefix("metrics/").replace("/", "_").rsplit(".", 1)[0]
+            path_ = plot_id.split("::")[-1].removeprefix("metrics/").rsplit(".", 1)[0]
+            path_ = path_.replace("live/plots/metrics/eval/", "validation_").replace("live/plots/metrics/", "training_")
+            name = path_.replace("/", "_")
             path = out_dir / f"{name}.png"
             path.write_bytes(vl_convert.vegalite_to_png(json.dumps(render_["content"]), scale=1.0))
             written.append(path)
@@ -228,6 +229,12 @@ def _read_jsonl_at(repo: Any, path: str, rev: str | None) -> list[dict]:
     except (FileNotFoundError, PathMissingError):
         return []
     return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def _is_headline(name: str, value: Any) -> bool:
+    """A number with a direction; of per-type scores (ner), only F1, so a table stays readable."""
+    per_type_detail = name.startswith("per_type.") and not name.endswith(".f1")
+    return isinstance(value, int | float) and direction(name) is not None and not per_type_detail
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:

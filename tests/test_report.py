@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from medtune.report import (
@@ -110,3 +112,11 @@ def test_experiments_rank_best_first_in_the_metrics_direction():
 def test_ranking_by_a_count_is_refused():
     with pytest.raises(ValueError, match="no direction"):
         rank([], "qa.examples")
+
+
+def test_a_report_without_param_changes_says_so():
+    text = render(
+        "main", "workspace", [], compare({"qa": {"perplexity": 9.0}}, {"qa": {"perplexity": 9.0}}), [], {}, Path(".")
+    )
+    assert "## Params that changed\n\nNone." in text
+    assert "| perplexity | 9 | 9 | +0 | +0.0% | = same |" in text

@@ -109,9 +109,22 @@ def test_experiments_rank_best_first_in_the_metrics_direction():
     assert varying_params(rows) == ["peft.r"]
 
 
+def test_settings_of_a_task_that_some_experiments_left_out_are_one_column():
+    rows = [
+        ExperimentRow("main", {"tasks": "qa,ner", "tasks.qa.max_length": 512, "tasks.ner.train.lr": 1e-3}, {}),
+        ExperimentRow("exp", {"tasks": "ner", "tasks.ner.train.lr": 5e-4}, {}),
+    ]
+    assert varying_params(rows) == ["tasks", "tasks.ner.train.lr"]
+
+
 def test_ranking_by_a_count_is_refused():
     with pytest.raises(ValueError, match="no direction"):
         rank([], "qa.examples")
+
+
+def test_a_task_run_in_one_revision_only_is_one_line():
+    text = render("main", "exp", [], compare({"qa": {"perplexity": 9.0}}, {}), [], {}, Path("."))
+    assert "### qa\n\nNot run in `exp`." in text
 
 
 def test_a_report_without_param_changes_says_so():

@@ -127,6 +127,10 @@ def render(
     marks = {"better": "✅ better", "worse": "❌ worse", "same": "= same", "new": f"only in {new_label}"}
     marks["gone"] = f"only in {old_label}"
     for task in dict.fromkeys(c.task for c in changes):
+        verdicts = {c.verdict for c in changes if c.task == task}
+        if verdicts in ({"new"}, {"gone"}):  # the task ran in one revision only (e.g. -S 'tasks=[ner]')
+            lines += [f"### {task}", "", f"Not run in `{old_label if verdicts == {'new'} else new_label}`.", ""]
+            continue
         lines += [f"### {task}", "", f"| metric | {old_label} | {new_label} | change | change % | |"]
         lines.append("|---|---:|---:|---:|---:|---|")
         for c in (c for c in changes if c.task == task):
@@ -279,7 +283,8 @@ def experiment_rows() -> list[ExperimentRow]:
         shown = repo.metrics.show(revs=[rev])[rev].get("data", {})
         metrics = {f"{t}.{m}": v for t, values in headline_metrics(shown).items() for m, v in values.items()}
         params = repo.params.show(revs=[rev])[rev].get("data", {}).get("params.yaml", {}).get("data", {})
-        rows.append(ExperimentRow(rev, _flatten(params), metrics))
+        run_tasks = ",".join(params.get("tasks", {}))  # one column for which tasks ran (-S 'tasks=[ner]')
+        rows.append(ExperimentRow(rev, {"tasks": run_tasks, **_flatten(params)}, metrics))
     return rows
 
 
@@ -293,6 +298,10 @@ def rank(rows: list[ExperimentRow], metric: str) -> list[ExperimentRow]:
 
 
 def varying_params(rows: list[ExperimentRow]) -> list[str]:
-    """Params whose value differs between the rows: the columns worth showing."""
-    names = sorted({name for r in rows for name in r.params})
+    """Params whose value differs between the rows: the columns worth showing. The settings of a task that some
+    rows did not run are left out (the `tasks` column says which ran)."""
+    partial = {t for r in rows for t in r.params.get("tasks", "").split(",")} - set.intersection(
+        *(set(r.params.get("tasks", "").split(",")) for r in rows)
+    )
+    names = sorted({n for r in rows for n in r.params if not (n.startswith("tasks.") and n.split(".")[1] in partial)})
     return [n for n in names if len({json.dumps(r.params.get(n), sort_keys=True) for r in rows}) > 1]

@@ -94,7 +94,7 @@ def _exp_table(metric: str) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from medtune.report import experiment_rows, rank, varying_params
+    from medtune.report import experiment_rows, format_number, rank, varying_params
 
     rows = experiment_rows()
     task = metric.split(".", 1)[0]
@@ -110,13 +110,9 @@ def _exp_table(metric: str) -> None:
     for column in [*params, *metrics]:
         table.add_column(column, justify="right")
     for r in ranked:
-        values = [str(r.params.get(p, "—")) for p in params] + [_fmt(r.metrics.get(m)) for m in metrics]
+        values = [str(r.params.get(p, "—")) for p in params] + [format_number(r.metrics.get(m)) for m in metrics]
         table.add_row(r.name, *values)
     Console(width=None if sys.stdout.isatty() else 240).print(table)  # a pipe or CI log gets the whole table
-
-
-def _fmt(value: float | None) -> str:
-    return "—" if value is None else f"{value:.4g}"
 
 
 def _predict(args: argparse.Namespace) -> None:

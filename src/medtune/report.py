@@ -136,9 +136,8 @@ def render(
         for c in (c for c in changes if c.task == task):
             rel = "" if c.relative is None else f"{100 * c.relative:+.1f}%"
             delta = "" if c.delta is None else f"{c.delta:+.4g}"
-            lines.append(
-                f"| {c.metric} | {_number(c.old)} | {_number(c.new)} | {delta} | {rel} | {marks.get(c.verdict, '')} |"
-            )
+            old, new = format_number(c.old), format_number(c.new)
+            lines.append(f"| {c.metric} | {old} | {new} | {delta} | {rel} | {marks.get(c.verdict, '')} |")
         lines.append("")
     if figures:
         lines += ["## Figures", ""]
@@ -251,7 +250,7 @@ def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def _number(value: float | None) -> str:
+def format_number(value: float | None) -> str:
     return "—" if value is None else f"{value:.4g}"
 
 

@@ -1,18 +1,21 @@
 """Stage `merge@<task>`: fold the LoRA adapter into the base weights -> a standalone model.
 
-Reads params: tasks.<task>.kind, tasks.<task>.labels.
+Reads params: model, peft, train, seed, tasks.<task> (the model card records them).
     python -m stages.merge qa data/tokenized/qa models/base/smollm2-135m models/adapters/qa models/merged/qa metrics/qa
 Checks that the merged model's logits equal the adapter model's on test inputs up to fp32 rounding
 (max |diff| <= 1e-5 x the largest |logit|) and records the difference in metrics/<task>/merge.json.
+Writes the model card (README.md) next to the weights; its test-split metrics come later, from evaluate (see
+medtune.card).
 """
 
 import argparse
 from pathlib import Path
 
+from medtune.card import model_card
 from medtune.config import load_params, task_config
 from medtune.console import log, run_main
 from medtune.errors import MedtuneError
-from medtune.io import atomic_dir, read_jsonl, write_json
+from medtune.io import atomic_dir, read_json, read_jsonl, write_json
 from medtune.modeling import load_tokenizer, merge_adapter
 
 # Relative to the largest logit: fp32 rounding through ~30 layers reaches ~4e-6 x |logit| on SmolLM2 (1.7e-4 on
@@ -33,7 +36,8 @@ def main() -> None:
     args = parser.parse_args()
 
     probe = [e["input_ids"] for e in read_jsonl(args.tokenized_dir / "test.jsonl")[:PROBE_EXAMPLES]]
-    task = task_config(load_params(), args.task)
+    params = load_params()
+    task = task_config(params, args.task)
     labels = list(task.labels) if task.kind == "token_classification" else None
     merged, check = merge_adapter(args.base_dir, args.adapter_dir, probe, labels)
     log.info(
@@ -51,6 +55,8 @@ def main() -> None:
     with atomic_dir(args.out_dir) as tmp:
         merged.save_pretrained(tmp, safe_serialization=True)
         load_tokenizer(args.base_dir).save_pretrained(tmp)
+        card = model_card(args.task, params, read_json(args.metrics_dir / "train.json"), evaluation=None)
+        (tmp / "README.md").write_text(card, encoding="utf-8")
     write_json(args.metrics_dir / "merge.json", {**check, "probe_examples": len(probe)})
 
 

@@ -9,6 +9,7 @@ from omegaconf import OmegaConf
 
 from medtune.config import WeightsConfig
 from medtune.modeling import build_base_model
+from medtune.scope import ScopeClassifier, ScopeGuard, embed, load_embedder, read_scope_questions
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -19,6 +20,15 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("tiny-random")
     build_base_model(OmegaConf.structured(WeightsConfig(source="tiny-random")), out)
     return out
+
+
+@pytest.fixture(scope="session")
+def authored_guard() -> ScopeGuard:
+    """The scope guard as the `scope` stage trains it: all-MiniLM-L6-v2 embeddings of data/raw/scope_train.jsonl."""
+    train = read_scope_questions(ROOT / "data/raw/scope_train.jsonl")
+    embedder = load_embedder()
+    vectors = embed(embedder, [q["text"] for q in train])
+    return ScopeGuard(ScopeClassifier.fit(vectors, [q["in_scope"] for q in train], c=1.0, threshold=0.5), embedder)
 
 
 def write_lines(path: Path, lines: list[str]) -> Path:

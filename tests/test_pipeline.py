@@ -1,7 +1,7 @@
 """The real pipeline: `dvc repro` and `dvc exp run` on the tiny model in a temporary git repo.
 
 The scenario runs in order (each step starts from the state the previous one left):
-full build -> no-op rerun -> eval-only change -> LoRA-rank experiment -> model switch -> a queued sweep over one
+full build -> no-op rerun -> opt-in GGUF export -> eval-only change -> LoRA-rank experiment -> model switch -> a queued sweep over one
 task -> the review report of one of its experiments against the baseline.
 """
 
@@ -118,6 +118,8 @@ def test_repro_builds_every_stage_of_every_task_and_writes_the_metrics(repo):
     assert (repo / "metrics/qa/live/plots/metrics/train/loss.tsv").is_file()
     assert len((repo / "metrics/qa/samples.jsonl").read_text().splitlines()) == 4
     assert "models/merged/qa" in (repo / "dvc.lock").read_text()
+    card = (repo / "models/merged/ner/README.md").read_text()
+    assert "provenance: authored sample data" in card and "`B-Medication`" in card and "Medical disclaimer" in card
 
 
 def test_predict_tags_text_with_the_merged_model(repo):
@@ -131,6 +133,20 @@ def test_predict_tags_text_with_the_merged_model(repo):
 def test_a_second_repro_runs_nothing(repo):
     assert stages_run(dvc(repo, "repro")) == set()
     assert "up to date" in dvc(repo, "status")
+
+
+def test_export_is_opt_in_and_writes_checked_gguf_files_a_modelfile_and_the_full_card(repo):
+    set_root_config(repo, export={"tasks": ["terminology"]})
+    assert stages_run(dvc(repo, "repro")) == {"export@terminology"}
+    out = repo / "models/export/terminology"
+    files = sorted(p.name for p in out.iterdir())
+    assert files == ["Modelfile", "README.md", "terminology-f16.gguf", "terminology-q8_0.gguf"]
+    checks = json.loads((repo / "metrics/terminology/export.json").read_text())
+    assert checks["f16"]["top1_agreement"] == 1.0 and checks["q8_0"]["relative_logit_diff"] <= 0.1
+    card = (out / "README.md").read_text()
+    assert "| format_adherence |" in card and "terminology-q8_0.gguf" in card  # test metrics and the files
+    set_root_config(repo, export={"tasks": []})
+    assert stages_run(dvc(repo, "repro")) == set()
 
 
 def test_an_evaluation_param_reruns_only_evaluate(repo):

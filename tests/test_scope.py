@@ -6,7 +6,7 @@ import pytest
 
 from conftest import ROOT, write_lines
 from medtune.errors import DataError
-from medtune.scope import ScopeClassifier, ScopeGuard, embed, load_embedder, read_scope_questions, scope_metrics
+from medtune.scope import ScopeClassifier, read_scope_questions, scope_metrics
 
 
 @pytest.mark.parametrize(
@@ -47,12 +47,8 @@ def test_metrics_count_both_kinds_of_error():
     assert (metrics["accuracy"], metrics["false_refusal_rate"], metrics["false_acceptance_rate"]) == (0.5, 0.5, 0.5)
 
 
-def test_guard_trained_on_the_authored_set_answers_health_questions_only():
-    train = read_scope_questions(ROOT / "data/raw/scope_train.jsonl")
-    embedder = load_embedder()
-    vectors = embed(embedder, [q["text"] for q in train])
-    guard = ScopeGuard(ScopeClassifier.fit(vectors, [q["in_scope"] for q in train], c=1.0, threshold=0.5), embedder)
-
+def test_guard_trained_on_the_authored_set_answers_health_questions_only(authored_guard):
+    guard = authored_guard
     assert guard.in_scope("What are the common side effects of metformin?")
     assert guard.in_scope("my 3 year old has had a fever of 39.5 since yesterday, what should i do")
     assert not guard.in_scope("What is the capital of France?")

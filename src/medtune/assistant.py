@@ -1,4 +1,5 @@
-"""A task's fine-tuned model as a conversational assistant, shared by `medtune chat` (terminal) and `medtune serve`.
+"""A task's fine-tuned model as a conversational assistant, shared by `medtune chat` (terminal) and
+`medtune serve` (medtune.webapp).
 
 Each reply: the scope guard first (an off-topic question gets `OUT_OF_SCOPE_REPLY`, no generation), then the
 conversation so far in the model's chat template with the task's system prompt, greedy generation streamed chunk
@@ -38,6 +39,14 @@ class Assistant:
             yield chunk
         if not has_disclaimer(answer):
             yield "\n\n" + SAFETY_NOTE
+
+    def remembered(self, question: str, shown: str) -> list[dict[str, str]]:
+        """The turns to keep in the history after `shown` answered `question`: the model sees its own answers
+        again, never the fixed refusal or the safety note (it would learn to repeat them instead of answering)."""
+        if shown == OUT_OF_SCOPE_REPLY:
+            return []
+        answer = shown.removesuffix("\n\n" + SAFETY_NOTE)
+        return [self.user_turn(question), {"role": "assistant", "content": answer}]
 
     def messages(self, history: list[dict[str, str]], question: str) -> list[dict[str, str]]:
         system = [{"role": "system", "content": self.task.system}] if self.task.system else []
@@ -106,6 +115,4 @@ def chat_loop(assistant: Assistant, read: Callable[[str], str], console: Any) ->
             for chunk in assistant.reply(history, question):
                 text += chunk
                 live.update(Markdown(text))
-        if text != OUT_OF_SCOPE_REPLY:  # the model sees its own answers again, not the refusals or safety notes
-            answer = text.removesuffix("\n\n" + SAFETY_NOTE)
-            history += [assistant.user_turn(question), {"role": "assistant", "content": answer}]
+        history += assistant.remembered(question, text)

@@ -6,6 +6,7 @@ medtune predict ner "TEXT"          entities with character offsets, as JSON
 medtune predict TASK --input in.jsonl --output out.jsonl
                                     one `{"text": ...}` per line in; out: `entities` (ner) or `output`; resumable
 medtune chat terminology           terminal chat with a task's fine-tuned model (scope guard, safety note)
+medtune serve qa [--port 7860]      the same in a local web app on 127.0.0.1; for ner, highlighted entities
 medtune report --against main       metrics/report.md: params, metrics (better/worse), figures, samples vs `main`
 medtune exp table --metric ner.f1   experiments best first: the params that differ and the task's metrics
 """
@@ -16,10 +17,14 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from medtune.config import compose_params, load_params, task_config
 from medtune.console import log, run_main
 from medtune.errors import ConfigError
+
+if TYPE_CHECKING:
+    from medtune.assistant import Assistant
 
 
 def main() -> None:
@@ -43,13 +48,19 @@ def _dispatch() -> None:
     predict.add_argument("--batch-size", type=int, default=16)
     chat = commands.add_parser("chat", help="terminal chat with a generative task's fine-tuned model")
     chat.add_argument("task", help="a generative task in params.yaml, e.g. qa or terminology")
-    chat.add_argument(
-        "--model", type=Path, help="model folder (default: models/merged/<task>; with --adapter: the base)"
-    )
-    chat.add_argument(
-        "--adapter", type=Path, help="a LoRA adapter folder to apply to --model instead of a merged model"
-    )
-    chat.add_argument("--guard", type=Path, default=Path("models/scope/classifier.json"), help="scope classifier")
+    serve = commands.add_parser("serve", help="local web app (127.0.0.1 only) for a task's fine-tuned model")
+    serve.add_argument("task", help="a task in params.yaml: chat for generative tasks, highlighted entities for ner")
+    serve.add_argument("--port", type=int, default=7860)
+    for command in (chat, serve):
+        command.add_argument(
+            "--model", type=Path, help="model folder (default: models/merged/<task>; with --adapter: the base)"
+        )
+        command.add_argument(
+            "--adapter", type=Path, help="a LoRA adapter folder to apply to --model instead of a merged model"
+        )
+        command.add_argument(
+            "--guard", type=Path, default=Path("models/scope/classifier.json"), help="scope classifier"
+        )
     report = commands.add_parser("report", help="compare the results with another revision, as Markdown + PNG")
     report.add_argument("--against", required=True, help="the revision to compare with (branch, commit, experiment)")
     report.add_argument("--rev", help="the revision to report on (default: the workspace)")
@@ -66,6 +77,8 @@ def _dispatch() -> None:
         _predict(args)
     elif args.command == "chat":
         _chat(args)
+    elif args.command == "serve":
+        _serve(args)
     elif args.command == "report":
         from medtune.report import write_report
 
@@ -77,17 +90,45 @@ def _dispatch() -> None:
 def _chat(args: argparse.Namespace) -> None:
     from rich.console import Console
 
-    from medtune.assistant import chat_loop, load_assistant
+    from medtune.assistant import chat_loop
+
+    console = Console()
+    chat_loop(_assistant(args, "chat"), console.input, console)
+
+
+def _serve(args: argparse.Namespace) -> None:
+    from medtune import webapp
+
+    task = task_config(load_params(), args.task)
+    title = f"medtune {args.task}"
+    if task.kind == "token_classification":
+        from medtune.predict import Predictor
+
+        if args.adapter is not None:
+            raise ConfigError("--adapter", "serve ner needs a merged model: `dvc repro merge@ner` makes one")
+        app = webapp.ner_app(Predictor(task, args.model or Path("models/merged") / args.task), title)
+    else:
+        app = webapp.chat_app(_assistant(args, "serve"), title)
+    url = webapp.launch(app, args.port)
+    log.info("Serving %s at %s (this machine only). Ctrl+C stops it.", title, url)
+    try:
+        app.block_thread()
+    finally:
+        app.close()
+
+
+def _assistant(args: argparse.Namespace, command: str) -> Assistant:
+    """The task's assistant for chat and serve: merged model, or base + adapter, and the scope guard."""
+    from medtune.assistant import load_assistant
 
     task = task_config(load_params(), args.task)
     if task.kind != "sft":
         raise ConfigError(
-            f"tasks.{args.task}.kind", "chat needs a generative (sft) task; for ner use `medtune predict`"
+            f"tasks.{args.task}.kind", f"{command} needs a generative (sft) task; for ner use `medtune predict`"
         )
     model_dir = args.model or Path("models/merged") / args.task
     log.info("Loading %s%s and the scope guard", model_dir, f" + adapter {args.adapter}" if args.adapter else "")
-    console = Console()
-    chat_loop(load_assistant(task, model_dir, args.adapter, args.guard), console.input, console)
+    return load_assistant(task, model_dir, args.adapter, args.guard)
 
 
 def _exp_table(metric: str) -> None:

@@ -91,6 +91,7 @@ class DataConfig:
     max_records: int | None = None  # keep a seeded random sample of this many records
     tag_names: list[str] | None = None  # token_classification: names of integer tags (Hugging Face ner_tags)
     on_invalid: str = "error"  # error | drop
+    provenance: str = ""  # who wrote or published the data, and its terms; goes into the model card
 
 
 @dataclass
@@ -143,6 +144,16 @@ class ScopeConfig:
     threshold: float = 0.5  # P(in scope) at or above which a question is answered
 
 
+GGUF_TYPES = ("f32", "f16", "q8_0", "q4_k_m")
+
+
+@dataclass
+class ExportConfig:
+    tasks: list[str] = field(default_factory=list)  # generative tasks to export (opt-in; none by default)
+    types: list[str] = field(default_factory=lambda: ["f16", "q8_0"])  # of f32, f16, q8_0, q4_k_m
+    ollama: str = "q8_0"  # the type the Modelfile serves
+
+
 @dataclass
 class Params:
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -153,6 +164,7 @@ class Params:
     eval: EvalConfig = field(default_factory=EvalConfig)
     judge: JudgeConfig = field(default_factory=JudgeConfig)
     scope: ScopeConfig = field(default_factory=ScopeConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
 
 
 def validate(raw: dict[str, Any], source: str = PARAMS_FILE) -> DictConfig:
@@ -165,7 +177,24 @@ def validate(raw: dict[str, Any], source: str = PARAMS_FILE) -> DictConfig:
         raise _config_error(err, source) from None
     if missing:
         raise ConfigError(missing[0], f"is required but missing in {source}")
+    _check_export(cfg.export, cfg.tasks)
     return cfg
+
+
+def _check_export(export: DictConfig, tasks: DictConfig) -> None:
+    """The export stage runs once per export.tasks entry on that task's merged model, so each must be a generative
+    task of this run; its types must be GGUF types medtune writes."""
+    for name in export.tasks:
+        if name not in tasks or tasks[name].kind != "sft":
+            generative = ", ".join(t for t in tasks if tasks[t].kind == "sft") or "none"
+            raise ConfigError("export.tasks", f"{name!r} is not a generative task of this run (those: {generative})")
+    for gguf_type in [*export.types, export.ollama]:
+        if gguf_type not in GGUF_TYPES:
+            raise ConfigError("export.types", f"unknown GGUF type {gguf_type!r}; use {', '.join(GGUF_TYPES)}")
+    if "q4_k_m" in export.types and "f16" not in export.types:
+        raise ConfigError("export.types", "q4_k_m is quantized from the f16 file: list f16 in export.types too")
+    if export.ollama not in export.types:
+        raise ConfigError("export.ollama", f"{export.ollama!r} is not in export.types {list(export.types)}")
 
 
 def load_params(path: str | Path = PARAMS_FILE) -> DictConfig:

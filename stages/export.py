@@ -1,0 +1,88 @@
+"""Stage `export@<task>` (opt-in): the merged model as GGUF files, an Ollama Modelfile and the full model card.
+
+Not part of the default run: medtune params 'export.tasks=[terminology]' && dvc repro export@terminology
+Reads params: export, and for the model card seed, model, peft, train, tasks.<task>.
+    python -m stages.export terminology data/tokenized/terminology models/merged/terminology metrics/terminology \
+        models/export/terminology
+Each file is read back by transformers and its logits compared with the merged model's on test inputs
+(medtune.export.MAX_RELATIVE_LOGIT_DIFF); the results go to metrics/<task>/export.json.
+"""
+
+import argparse
+from pathlib import Path
+
+from medtune.card import model_card
+from medtune.config import load_params, task_config
+from medtune.console import log, run_main
+from medtune.errors import ModelError
+from medtune.export import (
+    MAX_RELATIVE_LOGIT_DIFF,
+    gguf_logit_check,
+    ollama_modelfile,
+    quantize_with_llama_cpp,
+    write_gguf,
+)
+from medtune.io import atomic_dir, read_json, read_jsonl, write_json
+from medtune.modeling import load_causal_lm, load_tokenizer
+
+PROBE_EXAMPLES = 4
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("task")
+    parser.add_argument("tokenized_dir", type=Path)
+    parser.add_argument("merged_dir", type=Path)
+    parser.add_argument("metrics_dir", type=Path)
+    parser.add_argument("out_dir", type=Path)
+    args = parser.parse_args()
+
+    params = load_params()
+    task = task_config(params, args.task)
+    probe = [e["input_ids"] for e in read_jsonl(args.tokenized_dir / "test.jsonl")[:PROBE_EXAMPLES]]
+    model, tokenizer = load_causal_lm(args.merged_dir), load_tokenizer(args.merged_dir)
+    checks, files = {}, {}
+    with atomic_dir(args.out_dir) as tmp:
+        for gguf_type in sorted(params.export.types, key=lambda t: t == "q4_k_m"):  # q4_k_m is made from f16
+            file = tmp / f"{args.task}-{gguf_type}.gguf"
+            log.info("Writing %s", file.name)
+            if gguf_type == "q4_k_m":
+                quantize_with_llama_cpp(tmp / f"{args.task}-f16.gguf", file)
+            else:
+                write_gguf(args.merged_dir, file, gguf_type, name=f"medtune-{args.task}")
+            checks[gguf_type] = check = gguf_logit_check(model, file, probe)
+            log.info(
+                "%s: %.0f MB, max |logit difference| %.3g at max |logit| %.1f (relative %.1e), same top token %.1f%%",
+                file.name,
+                check["size_mb"],
+                check["max_abs_logit_diff"],
+                check["max_abs_logit"],
+                check["relative_logit_diff"],
+                100 * check["top1_agreement"],
+            )
+            if check["relative_logit_diff"] > MAX_RELATIVE_LOGIT_DIFF[gguf_type]:
+                raise ModelError(
+                    f"{file.name} read back differs from the merged model by {check['relative_logit_diff']:.2g} x "
+                    f"the largest logit (allowed for {gguf_type}: {MAX_RELATIVE_LOGIT_DIFF[gguf_type]}): "
+                    "the conversion is wrong"
+                )
+            files[file.name] = f"GGUF {gguf_type}, {check['size_mb']:.0f} MB (llama.cpp, Ollama)"
+        ollama_file = f"{args.task}-{params.export.ollama}.gguf"
+        (tmp / "Modelfile").write_text(ollama_modelfile(ollama_file, tokenizer, task), encoding="utf-8")
+        files["Modelfile"] = (
+            f"Ollama: `ollama create medtune-{args.task} -f Modelfile`. Served this way the model has no scope guard "
+            "and no safety note after each answer: `medtune serve` adds both."
+        )
+        card = model_card(
+            args.task,
+            params,
+            read_json(args.metrics_dir / "train.json"),
+            read_json(args.metrics_dir / "eval.json"),
+            files,
+        )
+        (tmp / "README.md").write_text(card, encoding="utf-8")
+    write_json(args.metrics_dir / "export.json", checks)
+
+
+if __name__ == "__main__":
+    run_main(main)

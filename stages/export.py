@@ -41,7 +41,7 @@ def main() -> None:
     task = task_config(params, args.task)
     probe = [e["input_ids"] for e in read_jsonl(args.tokenized_dir / "test.jsonl")[:PROBE_EXAMPLES]]
     model, tokenizer = load_causal_lm(args.merged_dir), load_tokenizer(args.merged_dir)
-    checks, files = {}, {}
+    checks, files, name = {}, {}, f"medtune-{args.task}"
     with atomic_dir(args.out_dir) as tmp:
         for gguf_type in sorted(params.export.types, key=lambda t: t == "q4_k_m"):  # q4_k_m is made from f16
             file = tmp / f"{args.task}-{gguf_type}.gguf"
@@ -49,7 +49,7 @@ def main() -> None:
             if gguf_type == "q4_k_m":
                 quantize_with_llama_cpp(tmp / f"{args.task}-f16.gguf", file)
             else:
-                write_gguf(args.merged_dir, file, gguf_type, name=f"medtune-{args.task}")
+                write_gguf(args.merged_dir, file, gguf_type, name=name)
             checks[gguf_type] = check = gguf_logit_check(model, file, probe)
             log.info(
                 "%s: %.0f MB, max |logit difference| %.3g at max |logit| %.1f (relative %.1e), same top token %.1f%%",
@@ -68,10 +68,10 @@ def main() -> None:
                 )
             files[file.name] = f"GGUF {gguf_type}, {check['size_mb']:.0f} MB (llama.cpp, Ollama)"
         ollama_file = f"{args.task}-{params.export.ollama}.gguf"
-        (tmp / "Modelfile").write_text(ollama_modelfile(ollama_file, tokenizer, task), encoding="utf-8")
+        (tmp / "Modelfile").write_text(ollama_modelfile(name, ollama_file, tokenizer, task), encoding="utf-8")
         files["Modelfile"] = (
-            f"Ollama: `ollama create medtune-{args.task} -f Modelfile`. Served this way the model has no scope guard "
-            "and no safety note after each answer: `medtune serve` adds both."
+            f"Ollama: `ollama create {name} -f Modelfile`. Served this way the model has no scope guard and no "
+            "safety note after each answer: `medtune serve` adds both."
         )
         card = model_card(
             args.task,

@@ -78,3 +78,24 @@ def test_chat_loop_keeps_history_resets_it_and_exits(assistant, monkeypatch):
         "is the fever dangerous?",
         "fever again",
     ]
+
+
+class FourSections:
+    """Stands in for the model: a terminology answer, one section per line."""
+
+    def reply(self, history, question):
+        yield from ["**Definition**: a slow heart rate.\n", "**Explanation**: under 60 beats per minute.\n"]
+        yield "**Clinical Relevance**: can cause fainting.\n**Note**: not medical advice."
+
+    def remembered(self, question, shown):
+        return []
+
+
+def test_chat_shows_each_section_of_an_answer_on_its_own_line():
+    inputs = iter(["bradycardia", "/exit"])
+    out = io.StringIO()
+
+    chat_loop(FourSections(), lambda prompt: next(inputs), Console(file=out, width=100))
+
+    lines = [line.strip() for line in out.getvalue().splitlines()]
+    assert "Explanation: under 60 beats per minute." in lines and "Note: not medical advice." in lines

@@ -85,7 +85,8 @@ def test_a_model_the_converter_does_not_cover_is_refused_by_name(tiny_model_dir,
 
 def test_the_modelfile_carries_the_tasks_prompts_and_stops_at_the_end_of_turn(tiny_model_dir):
     task = OmegaConf.structured(TaskConfig(system="You explain medical terms.", prompt_template="Explain: {prompt}"))
-    modelfile = ollama_modelfile("terminology-q8_0.gguf", load_tokenizer(tiny_model_dir), task)
+    modelfile = ollama_modelfile("medtune-terminology", "terminology-q8_0.gguf", load_tokenizer(tiny_model_dir), task)
+    assert "ollama create medtune-terminology -f Modelfile" in modelfile
     assert "FROM ./terminology-q8_0.gguf\n" in modelfile
     assert 'SYSTEM """You explain medical terms."""' in modelfile
     assert '{{ if eq .Role "user" }}Explain: {{ .Content }}{{ else }}{{ .Content }}{{ end }}<|im_end|>' in modelfile

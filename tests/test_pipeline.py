@@ -1,8 +1,8 @@
 """The real pipeline: `dvc repro` and `dvc exp run` on the tiny model in a temporary git repo.
 
 The scenario runs in order (each step starts from the state the previous one left):
-full build -> no-op rerun -> opt-in GGUF export -> eval-only change -> LoRA-rank experiment -> model switch -> a queued sweep over one
-task -> the review report of one of its experiments against the baseline.
+full build -> no-op rerun -> opt-in GGUF export -> eval-only change -> LoRA-rank experiment -> model switch ->
+a queued sweep over one task -> the review report of one of its experiments against the baseline.
 """
 
 from __future__ import annotations

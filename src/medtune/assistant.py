@@ -114,5 +114,7 @@ def chat_loop(assistant: Assistant, read: Callable[[str], str], console: Any) ->
         with Live(Markdown(""), console=console, refresh_per_second=8) as live:
             for chunk in assistant.reply(history, question):
                 text += chunk
-                live.update(Markdown(text))
+                # hard line breaks: Markdown would join the lines of an answer (the four terminology sections)
+                live.update(Markdown(text.replace("\n", "  \n")))
+        console.print()
         history += assistant.remembered(question, text)

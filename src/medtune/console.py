@@ -21,7 +21,8 @@ log = logging.getLogger("medtune")
 def setup_logging(level: int = logging.INFO) -> None:
     handler = RichHandler(console=Console(stderr=True), show_path=False, rich_tracebacks=False)
     logging.basicConfig(level=level, format="%(message)s", datefmt="[%X]", handlers=[handler], force=True)
-    for noisy in ("httpx", "urllib3", "filelock", "datasets"):
+    # gguf and llama.cpp report every tensor they write or quantize at INFO
+    for noisy in ("httpx", "urllib3", "filelock", "datasets", "gguf", "llama-cpp-python"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     # bitsandbytes warns on import that it could not fetch a faster CPU 4-bit kernel from the hub (the optional
     # `kernels` package). medtune never downloads code at run time, so the built-in kernel is the expected one.

@@ -1,8 +1,9 @@
 """The real pipeline: `dvc repro` and `dvc exp run` on the tiny model in a temporary git repo.
 
 The scenario runs in order (each step starts from the state the previous one left):
-full build -> no-op rerun -> opt-in GGUF export -> eval-only change -> LoRA-rank experiment -> model switch ->
-a queued sweep over one task -> the review report of one of its experiments against the baseline.
+full build -> no-op rerun -> push, clone and pull through a DVC remote -> opt-in GGUF export -> eval-only change
+-> LoRA-rank experiment -> model switch -> a queued sweep over one task -> the review report of one of its
+experiments against the baseline.
 """
 
 from __future__ import annotations
@@ -133,6 +134,19 @@ def test_predict_tags_text_with_the_merged_model(repo):
 def test_a_second_repro_runs_nothing(repo):
     assert stages_run(dvc(repo, "repro")) == set()
     assert "up to date" in dvc(repo, "status")
+
+
+def test_a_fresh_clone_pulls_every_output_from_a_remote_and_has_nothing_to_rerun(repo, tmp_path):
+    remote, clone = tmp_path / "dvc-remote", tmp_path / "clone"
+    dvc(repo, "remote", "add", "--default", "shared", str(remote))
+    dvc(repo, "push")
+    commit_workspace(repo, "results of the tiny pipeline, pushed to the shared remote")
+
+    run(tmp_path, "git", "clone", "-q", str(repo), str(clone))
+    dvc(clone, "pull")
+    assert (clone / "models/merged/ner/model.safetensors").is_file()
+    assert stages_run(dvc(clone, "repro")) == set()
+    assert "up to date" in dvc(clone, "status")
 
 
 def test_export_is_opt_in_and_writes_checked_gguf_files_a_modelfile_and_the_full_card(repo):

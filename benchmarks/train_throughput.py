@@ -1,0 +1,202 @@
+"""Benchmark: medtune's training against the seed notebooks' recipe, same model, data, LoRA and examples.
+
+    python benchmarks/train_throughput.py                              # SmolLM2 (models/base), 96 qa examples
+    python benchmarks/train_throughput.py --model tiny --examples 8 --json out.json     # smoke test
+
+(a) notebook: every example padded to 256 tokens, Hugging Face `Trainer`, fp32, loss over the whole sequence
+    (prompt and response, padding masked), as the seed notebooks trained.
+(b) medtune: `medtune.training.train_adapter`, the train stage's own code, with the `train` config of params.yaml
+    (`train=cpu`: bf16 autocast, completion-only loss, batches padded to their longest example).
+Both train 1 epoch over the same first N examples of the task's training split with the same LoRA (`peft`),
+batch size, learning rate and seed. Then each adapter's eval loss is measured the same way: the mean negative
+log-likelihood of the response tokens of the validation split (medtune.generation.perplexity, fp32).
+
+Useful tokens are the non-padding tokens the model reads. Achieved FLOP/s = 4 x parameters x useful tokens / s:
+forward 2 N per token, and the backward pass through a frozen base computes activation gradients only, another
+2 N (the LoRA weight gradients are ~1% more). Peak: a timed `torch.matmul` of two 2048 x 2048 matrices in the
+run's dtype (fp32 for the notebook, bf16 for a bf16 run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+from rich.console import Console
+from rich.table import Table
+
+from medtune import data
+from medtune.config import WeightsConfig, load_params, task_config, train_config
+from medtune.generation import perplexity
+from medtune.modeling import build_base_model, load_causal_lm, load_tokenizer
+from medtune.tasks import IGNORE_INDEX, tokenize_records
+from medtune.training import lora_config, train_adapter
+
+NOTEBOOK_LENGTH = 256
+
+
+def examples_for(task: object, tokenizer: object, count: int) -> tuple[list[dict], list[dict]]:
+    """Tokenized training and validation examples of the task's raw data, as the tokenize stage makes them,
+    keeping those that fit the notebook's 256 tokens (so both recipes see exactly the same tokens)."""
+    records, _ = data.to_task_records(data.read_rows(task.data), task)
+    examples, _ = tokenize_records(tokenizer, records, task)
+    fitting = [e for e in examples if len(e["input_ids"]) <= NOTEBOOK_LENGTH]
+    return fitting[:count], fitting[count : count + max(8, count // 4)]
+
+
+def notebook_run(base_dir: Path, train: list[dict], params: object, args: object, work: Path) -> tuple[object, float]:
+    """The seed notebooks' recipe; returns the trained model and its training seconds."""
+    from peft import get_peft_model
+    from transformers import Trainer, TrainingArguments, default_data_collator, set_seed
+
+    set_seed(params.seed)
+    pad = load_tokenizer(base_dir).pad_token_id
+    rows = []
+    for e in train:
+        n = len(e["input_ids"])
+        ids = e["input_ids"] + [pad] * (NOTEBOOK_LENGTH - n)
+        rows.append(
+            {
+                "input_ids": ids,
+                "attention_mask": [1] * n + [0] * (NOTEBOOK_LENGTH - n),
+                "labels": e["input_ids"] + [IGNORE_INDEX] * (NOTEBOOK_LENGTH - n),  # the whole sequence
+            }
+        )
+    model = get_peft_model(load_causal_lm(base_dir), lora_config(params.peft, list(params.model.lora_targets)))
+    trainer = Trainer(
+        model=model,
+        args=TrainingArguments(
+            output_dir=str(work),
+            num_train_epochs=1,
+            learning_rate=args.lr,
+            per_device_train_batch_size=args.batch_size,
+            save_strategy="no",
+            report_to="none",
+            use_cpu=True,
+            seed=params.seed,
+            logging_steps=max(1, len(rows) // args.batch_size // 4),
+        ),
+        train_dataset=rows,
+        data_collator=default_data_collator,
+    )
+    start = time.perf_counter()
+    trainer.train()
+    return model, time.perf_counter() - start
+
+
+def medtune_run(base_dir: Path, train: list[dict], valid: list[dict], params, args, task, work: Path):
+    from peft import PeftModel
+
+    config = OmegaConf.merge(train_config(params, args.task), {"epochs": 1, "max_steps": -1, "lr": args.lr})
+    config.batch_size, config.eval_steps = args.batch_size, 10**6  # no evaluation inside the timed run
+    metrics = train_adapter(
+        kind="sft",
+        base_dir=base_dir,
+        train_examples=train,
+        eval_examples=valid,
+        peft=params.peft,
+        train=config,
+        lora_targets=list(params.model.lora_targets),
+        max_length=task.max_length,
+        labels=[],
+        seed=params.seed,
+        adapter_dir=work / "adapter",
+        live_dir=work / "live",
+        work_dir=work / "trainer",
+    )
+    model = PeftModel.from_pretrained(load_causal_lm(base_dir), work / "adapter").eval()
+    return model, metrics["runtime_s"], config.bf16
+
+
+def matmul_peak_flops(dtype: torch.dtype, n: int = 2048, repeats: int = 10) -> float:
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    torch.matmul(a, b)  # warm up
+    start = time.perf_counter()
+    for _ in range(repeats):
+        torch.matmul(a, b)
+    return 2 * n**3 * repeats / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(
+        "--model", default=None, help="a base model folder (default: models/base/<model.name>) or `tiny`"
+    )
+    parser.add_argument("--task", default="qa", help="a generative task in params.yaml")
+    parser.add_argument("--examples", type=int, default=96)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--lr", type=float, default=3e-4)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+
+    params = load_params()
+    task = task_config(params, args.task)
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        base_dir = Path(args.model or f"models/base/{params.model.name}")
+        if args.model == "tiny":
+            base_dir = work / "tiny"
+            build_base_model(OmegaConf.structured(WeightsConfig(source="tiny-random")), base_dir)
+        tokenizer = load_tokenizer(base_dir)
+        train, valid = examples_for(task, tokenizer, args.examples)
+        pad = tokenizer.pad_token_id
+        notebook, notebook_s = notebook_run(base_dir, train, params, args, work / "notebook")
+        notebook_loss = math.log(perplexity(notebook.eval(), valid, args.batch_size, pad))
+        tuned, medtune_s, bf16 = medtune_run(base_dir, train, valid, params, args, task, work / "medtune")
+        medtune_loss = math.log(perplexity(tuned, valid, args.batch_size, pad))
+        parameters = sum(p.numel() for p in tuned.parameters())
+
+    useful = sum(len(e["input_ids"]) for e in train)
+    peak = {"fp32": matmul_peak_flops(torch.float32), "bf16": matmul_peak_flops(torch.bfloat16)}
+    runs = {
+        "notebook": {"seconds": notebook_s, "eval_loss": notebook_loss, "dtype": "fp32"},
+        "medtune": {"seconds": medtune_s, "eval_loss": medtune_loss, "dtype": "bf16" if bf16 else "fp32"},
+    }
+    for run in runs.values():
+        run["useful_tokens_per_s"] = useful / run["seconds"]
+        run["flops"] = 4 * parameters * run["useful_tokens_per_s"]
+        run["share_of_peak"] = run["flops"] / peak[run["dtype"]]
+    result = {
+        "model": str(base_dir) if args.model != "tiny" else "tiny",
+        "task": args.task,
+        "examples": len(train),
+        "useful_tokens": useful,
+        "notebook_padded_tokens": len(train) * NOTEBOOK_LENGTH,
+        "parameters": parameters,
+        "matmul_peak_gflops": {k: round(v / 1e9, 1) for k, v in peak.items()},
+        "runs": {
+            name: {k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()} for name, r in runs.items()
+        },
+        "ratio": round(runs["medtune"]["useful_tokens_per_s"] / runs["notebook"]["useful_tokens_per_s"], 2),
+        "eval_loss_change": round(medtune_loss / notebook_loss - 1, 4),
+    }
+    table = Table(title=f"LoRA training, {len(train)} {args.task} examples ({useful} useful tokens), {result['model']}")
+    for column in ("recipe", "dtype", "seconds", "useful tokens/s", "eval loss", "GFLOP/s", "share of matmul peak"):
+        table.add_column(column, justify="right")
+    for name, r in runs.items():
+        table.add_row(
+            name,
+            r["dtype"],
+            f"{r['seconds']:.1f}",
+            f"{r['useful_tokens_per_s']:.1f}",
+            f"{r['eval_loss']:.4f}",
+            f"{r['flops'] / 1e9:.1f}",
+            f"{100 * r['share_of_peak']:.0f}% of {peak[r['dtype']] / 1e9:.0f}",
+        )
+    console = Console()
+    console.print(table)
+    console.print(
+        f"medtune / notebook useful tokens/s: {result['ratio']}x; eval loss {100 * result['eval_loss_change']:+.1f}%"
+    )
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,49 @@
+"""Each benchmark script runs end to end on the tiny model (the figures themselves are for the README, not tests)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+
+
+def test_the_generation_benchmark_reports_both_modes_and_identical_texts(tmp_path):
+    out = tmp_path / "generate.json"
+    command = [sys.executable, "benchmarks/generate_throughput.py", "--model", "tiny", "--prompts", "5"]
+    subprocess.run([*command, "--batch-size", "4", "--max-new-tokens", "3", "--json", str(out)], cwd=ROOT, check=True)
+
+    result = json.loads(out.read_text())
+    assert result["one_at_a_time"]["tokens"] == result["batched"]["tokens"] > 0
+    assert result["identical_texts"] is True and result["ratio"] > 0
+
+
+def test_the_training_benchmark_trains_both_recipes_on_the_same_tokens(tmp_path):
+    out = tmp_path / "train.json"
+    command = [sys.executable, "benchmarks/train_throughput.py", "--model", "tiny", "--examples", "4"]
+    subprocess.run([*command, "--batch-size", "2", "--json", str(out)], cwd=ROOT, check=True)
+
+    result = json.loads(out.read_text())
+    notebook, medtune = result["runs"]["notebook"], result["runs"]["medtune"]
+    assert result["examples"] == 4 and result["notebook_padded_tokens"] == 4 * 256 >= result["useful_tokens"]
+    assert (notebook["dtype"], medtune["dtype"]) == ("fp32", "bf16")
+    assert notebook["eval_loss"] > 0 and medtune["eval_loss"] > 0 and result["ratio"] > 0
+    assert 0 < medtune["share_of_peak"] < 1 and result["matmul_peak_gflops"]["bf16"] > 0
+
+
+@pytest.mark.pipeline
+def test_the_pipeline_benchmark_times_every_stage_of_a_fresh_clone(tmp_path):
+    out = tmp_path / "pipeline.json"
+    tiny = ["model=tiny-random", "tasks=[qa]", "train.max_steps=2", "train.logging_steps=1", "train.eval_steps=1"]
+    tiny.append("eval.max_examples=2")
+    command = [sys.executable, "benchmarks/pipeline.py", "--full", "--runs", "2", "--json", str(out)]
+    subprocess.run([*command, *(f"--set={override}" for override in tiny)], cwd=ROOT, check=True)
+
+    result = json.loads(out.read_text())
+    stages = {"base", "scope", "prepare@qa", "tokenize@qa", "train@qa", "merge@qa", "evaluate@qa"}
+    assert set(result["stages_s"]) == stages and all(s > 0 for s in result["stages_s"].values())
+    assert sum(result["stages_s"].values()) <= result["full_repro_s"]
+    assert 0 < result["setup_share"] < 1 and 0 < result["noop_repro_s"] < result["full_repro_s"]

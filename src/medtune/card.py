@@ -11,7 +11,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from medtune.report import format_number
+from medtune.report import flatten, format_number
 
 DISCLAIMER = (
     "This model is a research and education artefact. It is **not a medical device** and must not be used to "
@@ -104,7 +104,9 @@ def _data(task: Any) -> str:
 
 def _training(params: Any, train_metrics: dict) -> str:
     settings = {"peft": OmegaConf.to_container(params.peft), "train": OmegaConf.to_container(params.train)}
-    rows = [f"| `{group}.{key}` | {value} |" for group, values in settings.items() for key, value in _flat(values)]
+    rows = [
+        f"| `{group}.{key}` | {value} |" for group, values in settings.items() for key, value in flatten(values).items()
+    ]
     measured = [f"| {key} | {format_number(value)} |" for key, value in sorted(train_metrics.items())]
     return "\n".join(
         [
@@ -130,8 +132,8 @@ def _evaluation(task_name: str, evaluation: dict | None) -> str:
             f"written: see `metrics/{task_name}/eval.json` (for a generative task, the card that "
             f"`dvc repro export@{task_name}` writes next to the GGUF files includes them)."
         )
-    names = sorted({name for side in ("base", "finetuned") for name, _ in _flat(evaluation.get(side, {}))})
-    base, tuned = dict(_flat(evaluation.get("base", {}))), dict(_flat(evaluation.get("finetuned", {})))
+    base, tuned = flatten(evaluation.get("base", {})), flatten(evaluation.get("finetuned", {}))
+    names = sorted(base.keys() | tuned.keys())
     rows = [f"| {name} | {format_number(base.get(name))} | {format_number(tuned.get(name))} |" for name in names]
     return "\n".join(
         [
@@ -142,14 +144,3 @@ def _evaluation(task_name: str, evaluation: dict | None) -> str:
             *rows,
         ]
     )
-
-
-def _flat(values: dict, prefix: str = "") -> list[tuple[str, Any]]:
-    """Nested dicts as dotted keys, e.g. quantization.bits."""
-    items: list[tuple[str, Any]] = []
-    for key, value in values.items():
-        if isinstance(value, dict):
-            items += _flat(value, f"{prefix}{key}.")
-        else:
-            items.append((f"{prefix}{key}", value))
-    return items

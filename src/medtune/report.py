@@ -71,7 +71,7 @@ def headline_metrics(metric_files: dict[str, Any]) -> dict[str, dict[str, float]
             continue
         task, name = parts[1], parts[2]
         if name == "eval.json":
-            values = _flatten(content["data"].get("finetuned", {}))
+            values = flatten(content["data"].get("finetuned", {}))
         elif name == "train.json":
             values = {"eval_loss": content["data"].get("eval_loss")}
         else:
@@ -240,11 +240,12 @@ def _is_headline(name: str, value: Any) -> bool:
     return isinstance(value, int | float) and direction(name) is not None and not per_type_detail
 
 
-def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts as one dict with dotted keys, e.g. {"per_type.Disease.f1": 0.55}."""
     flat = {}
     for key, value in tree.items():
         if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
+            flat.update(flatten(value, f"{prefix}{key}."))
         else:
             flat[f"{prefix}{key}"] = value
     return flat
@@ -283,7 +284,7 @@ def experiment_rows() -> list[ExperimentRow]:
         metrics = {f"{t}.{m}": v for t, values in headline_metrics(shown).items() for m, v in values.items()}
         params = repo.params.show(revs=[rev])[rev].get("data", {}).get("params.yaml", {}).get("data", {})
         run_tasks = ",".join(params.get("tasks", {}))  # one column for which tasks ran (-S 'tasks=[ner]')
-        rows.append(ExperimentRow(rev, {"tasks": run_tasks, **_flatten(params)}, metrics))
+        rows.append(ExperimentRow(rev, {"tasks": run_tasks, **flatten(params)}, metrics))
     return rows
 
 

@@ -98,11 +98,11 @@ def run_variant(name: str, shape: str, model_dir: Path, task: str, steps: int) -
     train.max_steps, train.eval_steps = steps, steps
     cfg = task_config(params, task)
     if shape == "base":
-        kind, max_length, labels = cfg.kind, cfg.max_length, list(cfg.labels)
+        kind, labels = cfg.kind, list(cfg.labels)
         train_examples = read_jsonl(Path("data/tokenized") / task / "train.jsonl")
         eval_examples = read_jsonl(Path("data/tokenized") / task / "validation.jsonl")[: train.batch_size]
     else:
-        kind, max_length, labels = "sft", 64, []
+        kind, labels = "sft", []
         train_examples = random_examples(train.batch_size * steps, 64, vocab=250, seed=1)
         eval_examples = random_examples(train.batch_size, 64, vocab=250, seed=2)
     memory = PeakMemory()
@@ -115,7 +115,6 @@ def run_variant(name: str, shape: str, model_dir: Path, task: str, steps: int) -
             peft=peft,
             train=train,
             lora_targets=params.model.lora_targets,
-            max_length=max_length,
             labels=labels,
             seed=params.seed,
             adapter_dir=Path(tmp) / "adapter",

@@ -7,7 +7,8 @@
 
 --full clones the committed state of this repository into a temporary folder (empty DVC cache, so every stage
 runs, base-model conversion included), optionally recomposes params.yaml there with `--set` Hydra overrides,
-and runs `dvc repro`. A stage's wall time runs from DVC's "Running stage" line to the next stage's.
+and runs `dvc repro` (--keep DIR keeps the clone: its outputs, dvc.lock and DVC cache). A stage's wall time
+runs from DVC's "Running stage" line to the next stage's.
 Prints a table and writes the figures as JSON with --json.
 """
 
@@ -84,13 +85,14 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], help="a Hydra override for the clone's params.yaml")
     parser.add_argument("--runs", type=int, default=5, help="no-op runs to take the median of")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--keep", type=Path, help="clone into this new folder and keep it (its outputs and dvc.lock)")
     args = parser.parse_args()
 
     result: dict = {}
     console = Console()
     if args.full:
         with tempfile.TemporaryDirectory() as tmp:
-            clone = Path(tmp) / "medtune"
+            clone = args.keep or Path(tmp) / "medtune"
             subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
             if args.set:
                 compose_params(clone, args.set)

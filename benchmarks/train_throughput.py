@@ -45,7 +45,7 @@ def examples_for(task: object, tokenizer: object, count: int) -> tuple[list[dict
     """Tokenized training and validation examples of the task's raw data, as the tokenize stage makes them,
     keeping those that fit the notebook's 256 tokens (so both recipes see exactly the same tokens)."""
     records, _ = data.to_task_records(data.read_rows(task.data), task)
-    examples, _ = tokenize_records(tokenizer, records, task)
+    examples, _ = tokenize_records(tokenizer, records, task, task.max_length)
     fitting = [e for e in examples if len(e["input_ids"]) <= NOTEBOOK_LENGTH]
     return fitting[:count], fitting[count : count + max(8, count // 4)]
 
@@ -103,7 +103,6 @@ def medtune_run(base_dir: Path, train: list[dict], valid: list[dict], params, ar
         peft=params.peft,
         train=config,
         lora_targets=list(params.model.lora_targets),
-        max_length=task.max_length,
         labels=[],
         seed=params.seed,
         adapter_dir=work / "adapter",

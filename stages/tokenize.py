@@ -1,6 +1,6 @@
 """Stage `tokenize@<task>`: prepared records -> token ids and labels with the base model's chat template.
 
-Reads params: tasks.<task>.{kind,system,prompt_template,max_length,labels}.
+Reads params: tasks.<task>.{kind,system,prompt_template,max_length,labels}, train.max_length (a cap).
     python -m stages.tokenize qa data/prepared/qa models/base/smollm2-135m data/tokenized/qa
 Writes {train,validation,test}.jsonl with `{"id", "input_ids", "labels"}` (sft: prompt tokens labelled -100;
 token_classification: tag ids on each word's first sub-token, plus a `window` index) and stats.json with token
@@ -10,7 +10,7 @@ counts and how many examples were truncated, dropped or split into windows.
 import argparse
 from pathlib import Path
 
-from medtune.config import load_params, task_config
+from medtune.config import load_params, max_length, task_config
 from medtune.console import log, run_main
 from medtune.data import SPLITS
 from medtune.io import atomic_dir, read_jsonl, write_json, write_jsonl
@@ -26,12 +26,14 @@ def main() -> None:
     parser.add_argument("out_dir", type=Path)
     args = parser.parse_args()
 
-    task = task_config(load_params(), args.task)
+    params = load_params()
+    task, length = task_config(params, args.task), max_length(params, args.task)
     tokenizer = load_tokenizer(args.base_dir)
     stats = {}
     with atomic_dir(args.out_dir) as tmp:
         for split in SPLITS:
-            examples, stats[split] = tokenize_records(tokenizer, read_jsonl(args.prepared_dir / f"{split}.jsonl"), task)
+            records = read_jsonl(args.prepared_dir / f"{split}.jsonl")
+            examples, stats[split] = tokenize_records(tokenizer, records, task, length)
             write_jsonl(tmp / f"{split}.jsonl", examples)
             log.info("%s: %s", split, stats[split])
         write_json(tmp / "stats.json", stats)

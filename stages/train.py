@@ -1,18 +1,25 @@
 """Stage `train@<task>`: LoRA fine-tuning of the base model on the tokenized train split.
 
-sft tasks train the causal LM with TRL's SFTTrainer; token_classification tasks train a new `score` head and
-LoRA on the backbone with transformers' Trainer.
-Reads params: seed, peft, train, model.lora_targets, tasks.<task>.{kind,max_length,labels,train}.
+One transformers Trainer for both kinds: sft tasks train the causal LM on the response tokens, token_classification
+tasks a new `score` head plus LoRA on the backbone.
+Reads params: seed, peft, train, model.lora_targets, tasks.<task>.{kind,labels,train}.
     python -m stages.train qa data/tokenized/qa models/base/smollm2-135m models/adapters/qa metrics/qa
 Writes the adapter (safetensors), metrics/<task>/train.json and the dvclive loss curves in metrics/<task>/live/.
+With `train.launcher=accelerate` the stage starts itself again under `accelerate launch` (DDP, FSDP); every
+process trains its share of each batch and the first one writes the outputs.
 """
 
 import argparse
+import contextlib
+import os
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
 from medtune.config import load_params, task_config, train_config
 from medtune.console import log, run_main
+from medtune.errors import ConfigError
 from medtune.io import atomic_dir, read_jsonl, write_json
 from medtune.training import train_adapter
 
@@ -27,39 +34,52 @@ def main() -> None:
     args = parser.parse_args()
 
     params = load_params()
-    task = task_config(params, args.task)
+    task, train = task_config(params, args.task), train_config(params, args.task)
+    if train.launcher == "accelerate" and "LOCAL_RANK" not in os.environ:
+        sys.exit(relaunch_with_accelerate(train.accelerate_config))
     train_examples = read_jsonl(args.tokenized_dir / "train.jsonl")
     eval_examples = read_jsonl(args.tokenized_dir / "validation.jsonl")
     log.info(
         "Fine-tuning %s on %d examples (%d for validation)", args.base_dir, len(train_examples), len(eval_examples)
     )
-    with (
-        atomic_dir(args.adapter_dir) as adapter_tmp,
-        atomic_dir(args.metrics_dir / "live") as live_tmp,
-        tempfile.TemporaryDirectory() as work_dir,
-    ):
+    writer = int(os.environ.get("RANK", "0")) == 0  # under accelerate, process 0 writes; the others' files are dropped
+    with contextlib.ExitStack() as stack:
+        place = (lambda path: stack.enter_context(atomic_dir(path))) if writer else (lambda path: scratch(stack))
         metrics = train_adapter(
             kind=task.kind,
             base_dir=args.base_dir,
             train_examples=train_examples,
             eval_examples=eval_examples,
             peft=params.peft,
-            train=train_config(params, args.task),
+            train=train,
             lora_targets=params.model.lora_targets,
-            max_length=task.max_length,
             labels=list(task.labels),
             seed=params.seed,
-            adapter_dir=adapter_tmp,
-            live_dir=live_tmp,
-            work_dir=Path(work_dir),
+            adapter_dir=place(args.adapter_dir),
+            live_dir=place(args.metrics_dir / "live"),
+            work_dir=scratch(stack),
         )
-    write_json(args.metrics_dir / "train.json", metrics)
-    log.info(
-        "Final train loss %.4f, eval loss %.4f, %.0f tokens/s",
-        metrics["train_loss_final"],
-        metrics["eval_loss"],
-        metrics["train_tokens_per_s"],
-    )
+    if writer:
+        write_json(args.metrics_dir / "train.json", metrics)
+        log.info(
+            "Final train loss %.4f, eval loss %.4f, %.0f tokens/s",
+            metrics["train_loss_final"],
+            metrics["eval_loss"],
+            metrics["train_tokens_per_s"],
+        )
+
+
+def scratch(stack: contextlib.ExitStack) -> Path:
+    return Path(stack.enter_context(tempfile.TemporaryDirectory()))
+
+
+def relaunch_with_accelerate(config_file: str) -> int:
+    """Run this same command under `accelerate launch`; returns its exit status."""
+    if not Path(config_file).is_file():
+        raise ConfigError("train.accelerate_config", f"{config_file} not found (see conf/accelerate/)")
+    command = ["accelerate", "launch", "--config_file", config_file, "-m", "stages.train", *sys.argv[1:]]
+    log.info("Starting the training processes: %s", " ".join(command))
+    return subprocess.run(command).returncode
 
 
 if __name__ == "__main__":

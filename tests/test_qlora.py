@@ -75,7 +75,6 @@ def test_qlora_trains_an_adapter_that_merges_into_the_full_precision_base(
         peft=peft,
         train=train,
         lora_targets=TARGETS,
-        max_length=32,
         labels=LABELS,
         seed=0,
         adapter_dir=tmp_path / "adapter",

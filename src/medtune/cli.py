@@ -2,6 +2,8 @@
 
 medtune params [OVERRIDE ...]       compose conf/ into params.yaml (what `dvc exp run` does by itself), e.g.
                                     medtune params model=tiny-random train.epochs=1
+medtune plan [OVERRIDE ...]         peak GPU memory of training with that config (params.yaml untouched), e.g.
+                                    medtune plan model=mistral-7b-instruct-v0.3 peft=qlora train.max_length=512
 medtune predict ner "TEXT"          entities with character offsets, as JSON
 medtune predict TASK --input in.jsonl --output out.jsonl
                                     one `{"text": ...}` per line in; out: `entities` (ner) or `output`; resumable
@@ -39,6 +41,9 @@ def _dispatch() -> None:
     params = commands.add_parser("params", help="regenerate params.yaml from conf/ (Hydra), with optional overrides")
     params.add_argument("overrides", nargs="*", help="Hydra overrides such as model=tiny-random or peft.r=16")
     params.add_argument("--root", default=".", help="project root holding conf/ (default: current directory)")
+    plan = commands.add_parser("plan", help="estimate the peak GPU memory of training with conf/ and overrides")
+    plan.add_argument("overrides", nargs="*", help="Hydra overrides such as model=mistral-7b-instruct-v0.3 peft=qlora")
+    plan.add_argument("--root", default=".", help="project root holding conf/ (default: current directory)")
     predict = commands.add_parser("predict", help="run a task's fine-tuned model on a text or a JSONL file")
     predict.add_argument("task", help="a task in params.yaml, e.g. ner")
     predict.add_argument("text", nargs="?", help="the text to tag")
@@ -73,6 +78,8 @@ def _dispatch() -> None:
     if args.command == "params":
         out = compose_params(args.root, args.overrides)
         log.info("Wrote %s from conf/%s", out, f" with {' '.join(args.overrides)}" if args.overrides else "")
+    elif args.command == "plan":
+        _plan(args.root, args.overrides)
     elif args.command == "predict":
         _predict(args)
     elif args.command == "chat":
@@ -85,6 +92,25 @@ def _dispatch() -> None:
         log.info("Wrote %s", write_report(args.against, args.rev, args.out))
     elif args.command == "exp":
         _exp_table(args.metric)
+
+
+def _plan(root: str, overrides: list[str]) -> None:
+    """Compose the config as `medtune params` would, into a temporary file, and print its memory plan."""
+    import tempfile
+
+    from rich.console import Console
+
+    from medtune.plan import plan_memory, print_plan, setup_from_params
+
+    with tempfile.TemporaryDirectory() as tmp:
+        params = load_params(compose_params(root, overrides, out=Path(tmp) / "params.yaml"))
+    setup, task = setup_from_params(params)
+    method = params.peft.method + (f" {params.peft.quantization.bits}-bit" if params.peft.method == "qlora" else "")
+    title = (
+        f"{params.model.name}, {method} r={setup.rank}: peak GPU memory of training "
+        f"(task {task}: batch {setup.batch_size} x {setup.seq_len} tokens)"
+    )
+    print_plan(plan_memory(setup), setup, title, Console(width=None if sys.stdout.isatty() else 160))
 
 
 def _chat(args: argparse.Namespace) -> None:

@@ -8,18 +8,20 @@ OmegaConf does the type checking; we only turn its errors into `ConfigError`s th
 from __future__ import annotations
 
 import difflib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from medtune.errors import ConfigError
 
 PARAMS_FILE = "params.yaml"
 CONF_DIR = "conf"
+LAUNCHERS = ("python", "accelerate")
 
 
 @dataclass
@@ -40,10 +42,25 @@ class WeightsConfig:
 
 
 @dataclass
+class ArchitectureConfig:
+    """The transformer's shape, as its config.json states it: all `medtune plan` needs to estimate memory."""
+
+    hidden_size: int = MISSING
+    intermediate_size: int = MISSING
+    num_hidden_layers: int = MISSING
+    num_attention_heads: int = MISSING
+    num_key_value_heads: int = MISSING
+    vocab_size: int = MISSING
+    tie_word_embeddings: bool = False
+    head_dim: int | None = None  # null: hidden_size / num_attention_heads (Mistral-Nemo: 128, not 5120 / 32)
+
+
+@dataclass
 class ModelConfig:
     name: str = "???"
     weights: WeightsConfig = field(default_factory=WeightsConfig)
     lora_targets: list[str] = field(default_factory=list)
+    architecture: ArchitectureConfig | None = None  # null: read from weights.path/config.json (medtune plan)
 
 
 @dataclass
@@ -59,7 +76,7 @@ class PeftConfig:
     method: str = "lora"  # lora | qlora
     r: int = 8
     alpha: int = 16
-    dropout: float = 0.05
+    dropout: float = 0.0
     quantization: QuantizationConfig | None = None  # qlora: how bitsandbytes stores the frozen base
 
 
@@ -77,6 +94,11 @@ class TrainConfig:
     gradient_checkpointing: bool = False
     logging_steps: int = 5
     eval_steps: int = 10
+    max_length: int | None = None  # cap on tokens per example for every task; None: each task's max_length
+    padding_free: bool = False  # one row per batch, no padding (see medtune.training.make_batch)
+    group_by_length: bool = False  # batches of similar lengths: less padding
+    launcher: str = "python"  # python: one process | accelerate: `accelerate launch` with accelerate_config
+    accelerate_config: str = "conf/accelerate/ddp_cpu.yaml"
 
 
 @dataclass
@@ -178,6 +200,8 @@ def validate(raw: dict[str, Any], source: str = PARAMS_FILE) -> DictConfig:
     if missing:
         raise ConfigError(missing[0], f"is required but missing in {source}")
     _check_export(cfg.export, cfg.tasks)
+    if cfg.train.launcher not in LAUNCHERS:
+        raise ConfigError("train.launcher", f"unknown launcher {cfg.train.launcher!r}; use {' or '.join(LAUNCHERS)}")
     return cfg
 
 
@@ -220,6 +244,13 @@ def train_config(params: DictConfig, task: str) -> DictConfig:
         raise ConfigError(f"tasks.{task}.{error.key}", error.problem) from None
 
 
+def max_length(params: DictConfig, task: str) -> int:
+    """Tokens per example of a task: its own `max_length`, capped by `train.max_length` when that is set
+    (one knob to shorten every task, e.g. to fit a GPU: see `medtune plan`)."""
+    own = task_config(params, task).max_length
+    return own if params.train.max_length is None else min(own, params.train.max_length)
+
+
 def task_config(params: DictConfig, task: str) -> DictConfig:
     """The config of one task, with a clear error for a task name that is not configured."""
     if task not in params.tasks:
@@ -228,15 +259,21 @@ def task_config(params: DictConfig, task: str) -> DictConfig:
     return params.tasks[task]
 
 
-def compose_params(root: str | Path = ".", overrides: list[str] | None = None) -> Path:
-    """Compose conf/ with Hydra into params.yaml exactly as `dvc exp run` does, and validate the result."""
+def compose_params(root: str | Path = ".", overrides: list[str] | None = None, out: str | Path | None = None) -> Path:
+    """Compose conf/ with Hydra into params.yaml exactly as `dvc exp run` does, and validate the result.
+    `out` writes it elsewhere (`medtune plan` composes into a temporary file and leaves params.yaml alone)."""
     from dvc.utils.hydra import (
         compose_and_dump,  # DVC's own writer, so `dvc exp run` output is byte-identical
     )
+    from hydra.errors import HydraException
 
     root = Path(root).resolve()
-    out = root / PARAMS_FILE
-    compose_and_dump(str(out), str(root / CONF_DIR), None, "config", str(root), overrides or [])
+    out = root / PARAMS_FILE if out is None else Path(out)
+    try:
+        compose_and_dump(str(out), str(root / CONF_DIR), None, "config", str(root), overrides or [])
+    except HydraException as err:  # an override of a key or group that conf/ does not have
+        quoted = re.search(r"(?:override|find) '([^']+)'", str(err))
+        raise ConfigError(quoted.group(1) if quoted else CONF_DIR, " ".join(str(err).split())) from None
     load_params(out)
     return out
 

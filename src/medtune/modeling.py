@@ -14,10 +14,14 @@ from typing import Any
 
 import torch
 
+from medtune.config import ArchitectureConfig
 from medtune.errors import ConfigError, ModelError
 
 log = logging.getLogger(__name__)
 
+# The tiny test model's tokenizer: the 256 byte-level symbols, a few merges (so it is a real BPE) and ChatML's tokens.
+TINY_MERGES = [("Ġ", "t"), ("Ġ", "a"), ("e", "r"), ("i", "n"), ("o", "n")]
+TINY_SPECIAL_TOKENS = ["<|im_start|>", "<|im_end|>", "<|endoftext|>"]
 # ChatML, as SmolLM2 uses it, for the tiny test model.
 CHATML_TEMPLATE = (
     "{% for message in messages %}"
@@ -118,31 +122,45 @@ def _tiny_random(weights: Any) -> tuple[Any, Any, dict]:
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
     alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
-    merges = [("Ġ", "t"), ("Ġ", "a"), ("e", "r"), ("i", "n"), ("o", "n")]  # a few, so it is a real BPE
-    vocab = {token: i for i, token in enumerate(alphabet + [a + b for a, b in merges])}
-    backend = Tokenizer(models.BPE(vocab=vocab, merges=merges))
+    vocab = {token: i for i, token in enumerate(alphabet + [a + b for a, b in TINY_MERGES])}
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=TINY_MERGES))
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     backend.decoder = decoders.ByteLevel()
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=backend, eos_token="<|im_end|>", pad_token="<|endoftext|>", bos_token="<|im_start|>"
     )
-    tokenizer.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>", "<|endoftext|>"]})
+    tokenizer.add_special_tokens({"additional_special_tokens": TINY_SPECIAL_TOKENS})
     tokenizer.chat_template = CHATML_TEMPLATE
+    arch = tiny_random_architecture(weights)
     config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=weights.hidden_size,
-        intermediate_size=weights.intermediate_size,
-        num_hidden_layers=weights.num_hidden_layers,
-        num_attention_heads=weights.num_attention_heads,
-        num_key_value_heads=weights.num_key_value_heads,
+        vocab_size=arch.vocab_size,
+        hidden_size=arch.hidden_size,
+        intermediate_size=arch.intermediate_size,
+        num_hidden_layers=arch.num_hidden_layers,
+        num_attention_heads=arch.num_attention_heads,
+        num_key_value_heads=arch.num_key_value_heads,
         max_position_embeddings=2048,
-        tie_word_embeddings=True,
+        tie_word_embeddings=arch.tie_word_embeddings,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
     torch.manual_seed(weights.init_seed)
     return LlamaForCausalLM(config), tokenizer, {"source": "tiny-random", "init_seed": weights.init_seed}
+
+
+def tiny_random_architecture(weights: Any) -> ArchitectureConfig:
+    """The tiny model's shape: its `weights.*` fields, embeddings tied to the LM head, and one token per byte symbol,
+    merge and special token (what `len(tokenizer)` of `_tiny_random` gives)."""
+    return ArchitectureConfig(
+        hidden_size=weights.hidden_size,
+        intermediate_size=weights.intermediate_size,
+        num_hidden_layers=weights.num_hidden_layers,
+        num_attention_heads=weights.num_attention_heads,
+        num_key_value_heads=weights.num_key_value_heads,
+        vocab_size=256 + len(TINY_MERGES) + len(TINY_SPECIAL_TOKENS),
+        tie_word_embeddings=True,
+    )
 
 
 def _dtype(name: str) -> torch.dtype:
@@ -170,7 +188,9 @@ def load_causal_lm(model_dir: str | Path, dtype: torch.dtype = torch.float32) ->
     return model.to(device()).eval()
 
 
-def load_token_classifier(model_dir: str | Path, labels: list[str], seed: int = 0, **load_kwargs: Any) -> Any:
+def load_token_classifier(
+    model_dir: str | Path, labels: list[str], seed: int = 0, dtype: Any = torch.float32, **load_kwargs: Any
+) -> Any:
     """A token-classification model (a `score` head on the backbone). A base model gets a new head initialised
     from `seed`; a merged model keeps its trained one. Not moved to a device (the caller decides).
     `load_kwargs` go to `from_pretrained` (e.g. `quantization_config`)."""
@@ -182,7 +202,7 @@ def load_token_classifier(model_dir: str | Path, labels: list[str], seed: int = 
         num_labels=len(labels),
         id2label=dict(enumerate(labels)),
         label2id={label: i for i, label in enumerate(labels)},
-        dtype=torch.float32,
+        dtype=dtype,
         trust_remote_code=False,
         **load_kwargs,
     )

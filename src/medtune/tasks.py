@@ -99,15 +99,15 @@ def tokenize_tagged(tokenizer: Any, record: dict, label_ids: dict[str, int], max
     ]
 
 
-def tokenize_records(tokenizer: Any, records: list[dict], task: Any) -> tuple[list[dict], dict]:
-    """Examples for one split of `task` (by its kind), and counts for stats.json."""
+def tokenize_records(tokenizer: Any, records: list[dict], task: Any, max_length: int) -> tuple[list[dict], dict]:
+    """Examples of at most `max_length` tokens for one split of `task` (by its kind), and counts for stats.json."""
     if task.kind == "token_classification":
         label_ids = {label: i for i, label in enumerate(task.labels)}
-        per_record = [tokenize_tagged(tokenizer, r, label_ids, task.max_length) for r in records]
+        per_record = [tokenize_tagged(tokenizer, r, label_ids, max_length) for r in records]
         examples = [e for windows in per_record for e in windows]
         counts = {"sentences_split_into_windows": sum(len(w) > 1 for w in per_record)}
     elif task.kind == "sft":
-        results = [tokenize_sft(tokenizer, r, task.system, task.prompt_template, task.max_length) for r in records]
+        results = [tokenize_sft(tokenizer, r, task.system, task.prompt_template, max_length) for r in records]
         examples = [e for e, _ in results if e is not None]
         counts = {"truncated": sum(t for _, t in results), "dropped_no_response_left": len(results) - len(examples)}
     else:

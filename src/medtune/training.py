@@ -1,9 +1,18 @@
-"""LoRA fine-tuning on pre-tokenized `{"input_ids", "labels"}` examples, one trainer per kind of model head.
+"""LoRA fine-tuning on pre-tokenized `{"input_ids", "labels"}` examples with transformers' Trainer.
 
-- `sft`: TRL's SFTTrainer on a causal LM. The tokenize stage already applied the chat template and masked
-  the prompt, so trl only pads and batches.
-- `token_classification`: transformers' Trainer on `AutoModelForTokenClassification` (a new `score` head on
-  the same backbone), LoRA with `task_type=TOKEN_CLS` and the head trained in full (`modules_to_save`).
+One code path for both kinds of model head; only the model class and the loss differ:
+- `sft`: the causal LM. The tokenize stage already applied the chat template and masked the prompt
+  (completion-only loss); `completion_loss` scores the response tokens only.
+- `token_classification`: `AutoModelForTokenClassification` (a new `score` head on the same backbone), LoRA with
+  `task_type=TOKEN_CLS` and the head trained in full (`modules_to_save`); the model's own per-token loss.
+
+The LM head runs only where it matters: `logits_to_keep` limits it (and the loss) to the positions that predict a
+response token, which spares SmolLM2's 49k-word head over the prompt. Why not trl's SFTTrainer (which the earlier
+version used): off CUDA its fused LM head scores every position, prompt and padding included, and computes entropy
+and accuracy for logging, ~45% of a CPU step (torch profiler, SmolLM2, qa, batch 8).
+Batches are padded to their longest example by default; `train.padding_free` concatenates them into one row instead
+(see `make_batch`, and conf/train/cpu.yaml for why padding wins on this CPU). `benchmarks/train_throughput.py`
+measures the whole recipe against the seed notebooks'.
 
 `peft.method=qlora` loads the frozen base through bitsandbytes (4-bit NF4 or 8-bit) and prepares it with peft's
 `prepare_model_for_kbit_training`; the heads (`lm_head`, `score`) stay in full precision, as in the QLoRA paper.
@@ -14,6 +23,7 @@ dvc.yaml, so the callback is passed explicitly).
 
 from __future__ import annotations
 
+import functools
 import logging
 import resource
 import time
@@ -21,9 +31,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from transformers import TrainerCallback
 
 from medtune.errors import ConfigError
-from medtune.modeling import device, load_token_classifier, load_tokenizer
+from medtune.modeling import device, load_token_classifier
+from medtune.tasks import IGNORE_INDEX
 
 log = logging.getLogger(__name__)
 
@@ -67,17 +79,20 @@ def quantization_config(peft: Any) -> Any:
 
 
 def load_base_for_training(kind: str, base_dir: Path, labels: list[str], peft: Any, train: Any, seed: int) -> Any:
-    """The frozen base model for the task kind: fp32, or quantized and prepared for k-bit training (qlora)."""
+    """The frozen base model for the task kind: in the dtype models/base stores (`model.weights.dtype`: fp32 for
+    SmolLM2, bf16 for the 7B-12B hub models, which would not fit a 24 GB GPU in fp32), or quantized and prepared
+    for k-bit training (qlora). A token classifier's new head trains in full, so it is fp32 whatever the base."""
     from peft import prepare_model_for_kbit_training
     from transformers import AutoModelForCausalLM
 
     quantization = quantization_config(peft)
     if kind == "sft":
         model = AutoModelForCausalLM.from_pretrained(
-            base_dir, dtype=torch.float32, quantization_config=quantization, trust_remote_code=False
+            base_dir, dtype="auto", quantization_config=quantization, trust_remote_code=False
         )
     else:
-        model = load_token_classifier(base_dir, labels, seed, quantization_config=quantization)
+        model = load_token_classifier(base_dir, labels, seed, dtype="auto", quantization_config=quantization)
+        model.score.float()
     if quantization is not None:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=train.gradient_checkpointing)
         _keep_4bit_layers_differentiable(model)
@@ -104,7 +119,7 @@ def _mb(model: Any) -> float:
 
 
 def training_args(train: Any, seed: int, output_dir: Path) -> dict:
-    """TrainingArguments shared by both trainers (SFTConfig is a subclass of TrainingArguments)."""
+    """transformers TrainingArguments from the `train` config."""
     return dict(
         output_dir=str(output_dir),
         num_train_epochs=train.epochs,
@@ -128,8 +143,76 @@ def training_args(train: Any, seed: int, output_dir: Path) -> dict:
         use_cpu=device().type != "cuda",
         dataloader_num_workers=0,
         include_num_input_tokens_seen="non_padding",
+        train_sampling_strategy="group_by_length" if train.group_by_length else "random",
         disable_tqdm=False,
     )
+
+
+def make_batch(examples: list[dict], causal: bool, padding_free: bool) -> dict[str, Any]:
+    """One training batch, padded (the default) or padding-free (`train.padding_free`).
+
+    Padded: each example a row, right-padded to the batch's longest, with an attention mask.
+    Padding-free: the examples concatenated into one row with `position_ids` restarting at 0 for each, which
+    transformers turns into a block-diagonal causal mask (no example sees another: tests/test_training.py).
+    Either way `use_cache=False`: the packed mask needs it, and training never reads a KV cache.
+    For a causal LM, `logits_to_keep` limits the LM head to the positions that predict a response token.
+    """
+    if padding_free:
+        batch = {
+            "input_ids": torch.tensor([[t for e in examples for t in e["input_ids"]]]),
+            # a causal LM ignores each example's first label: it would be predicted from the previous example
+            "labels": torch.tensor([[t for e in examples for t in _labels(e, causal)]]),
+            "position_ids": torch.tensor([[i for e in examples for i in range(len(e["input_ids"]))]]),
+        }
+    else:
+        longest = max(len(e["input_ids"]) for e in examples)
+        batch = {
+            "input_ids": torch.tensor([_pad(e["input_ids"], longest, 0) for e in examples]),
+            "labels": torch.tensor([_pad(e["labels"], longest, IGNORE_INDEX) for e in examples]),
+            "attention_mask": torch.tensor([_pad([1] * len(e["input_ids"]), longest, 0) for e in examples]),
+        }
+    batch["use_cache"] = False
+    if causal:
+        batch["logits_to_keep"] = target_positions(batch["labels"])
+    return batch
+
+
+def _labels(example: dict, causal: bool) -> list[int]:
+    return [IGNORE_INDEX, *example["labels"][1:]] if causal else example["labels"]
+
+
+def _pad(values: list[int], length: int, fill: int) -> list[int]:
+    return values + [fill] * (length - len(values))
+
+
+def target_positions(labels: torch.Tensor) -> torch.Tensor:
+    """Sequence positions whose next token is a target in at least one row: where the LM head must run."""
+    return (labels[:, 1:] != IGNORE_INDEX).any(dim=0).nonzero().squeeze(1)
+
+
+def completion_loss(outputs: Any, labels: torch.Tensor, num_items_in_batch: Any = None) -> torch.Tensor:
+    """Mean cross-entropy of the response tokens, from the logits at `target_positions` only.
+
+    `num_items_in_batch` (the targets of all accumulated micro-batches, counted by the Trainer) makes gradient
+    accumulation weigh every token the same, as one large batch would.
+    """
+    targets = labels[:, 1:][:, target_positions(labels)]
+    loss = torch.nn.functional.cross_entropy(
+        outputs.logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE_INDEX, reduction="sum"
+    )
+    count = num_items_in_batch if num_items_in_batch is not None else (targets != IGNORE_INDEX).sum().clamp(min=1)
+    return loss / count
+
+
+class LogLastStep(TrainerCallback):
+    """Log the training loss at the last step too, so its curve always exists (a short run, such as
+    `train.max_steps=2` with `logging_steps=5`, would otherwise write none and DVC would miss the plot).
+    The validation curve needs no help: `_train_and_save` evaluates once more after training."""
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+        if state.global_step >= state.max_steps:
+            control.should_log = True
+        return control
 
 
 def train_adapter(
@@ -141,7 +224,6 @@ def train_adapter(
     peft: Any,
     train: Any,
     lora_targets: list[str],
-    max_length: int,
     labels: list[str],
     seed: int,
     adapter_dir: Path,
@@ -154,44 +236,27 @@ def train_adapter(
 
     Returns the train metrics (final losses, runtime, tokens/s, trainable share, model memory, peak RSS).
     """
-    from datasets import Dataset
     from dvclive import Live
-    from transformers import set_seed
+    from peft import get_peft_model
+    from transformers import Trainer, TrainingArguments, set_seed
     from transformers.integrations import DVCLiveCallback
 
     set_seed(seed)  # before the model exists, so LoRA (and head) init is reproducible
-    tokenizer = load_tokenizer(base_dir)
-    datasets = {
-        name: Dataset.from_list([{"input_ids": e["input_ids"], "labels": e["labels"]} for e in examples])
-        for name, examples in (("train", train_examples), ("eval", eval_examples))
-    }
-    callbacks = [DVCLiveCallback(live=Live(dir=str(live_dir), dvcyaml=False, save_dvc_exp=False)), *(callbacks or [])]
-    args = training_args(train, seed, work_dir)
+    causal = kind == "sft"
     model = load_base_for_training(kind, base_dir, labels, peft, train, seed)
-    if kind == "sft":
-        from trl import SFTConfig, SFTTrainer
-
-        trainer = SFTTrainer(
-            model=model,
-            args=SFTConfig(**args, max_length=max_length),
-            train_dataset=datasets["train"],
-            eval_dataset=datasets["eval"],
-            processing_class=tokenizer,
-            peft_config=lora_config(peft, lora_targets),
-            callbacks=callbacks,
-        )
-    else:
-        from peft import get_peft_model
-        from transformers import DataCollatorForTokenClassification, Trainer, TrainingArguments
-
-        trainer = Trainer(
-            model=get_peft_model(model, lora_config(peft, lora_targets, kind)),
-            args=TrainingArguments(**args),
-            train_dataset=datasets["train"],
-            eval_dataset=datasets["eval"],
-            data_collator=DataCollatorForTokenClassification(tokenizer),
-            callbacks=callbacks,
-        )
+    model = get_peft_model(model, lora_config(peft, lora_targets, kind))
+    if train.gradient_checkpointing and peft.method == "lora":
+        model.enable_input_require_grads()  # the frozen embeddings' output must carry gradients into checkpoints
+    live = Live(dir=str(live_dir), dvcyaml=False, save_dvc_exp=False)
+    trainer = Trainer(
+        model=model,
+        args=TrainingArguments(**training_args(train, seed, work_dir)),
+        train_dataset=[{"input_ids": e["input_ids"], "labels": e["labels"]} for e in train_examples],
+        eval_dataset=[{"input_ids": e["input_ids"], "labels": e["labels"]} for e in eval_examples],
+        data_collator=functools.partial(make_batch, causal=causal, padding_free=train.padding_free),
+        compute_loss_func=completion_loss if causal else None,
+        callbacks=[DVCLiveCallback(live=live), LogLastStep(), *(callbacks or [])],
+    )
     return _train_and_save(trainer, adapter_dir)
 
 
@@ -209,6 +274,7 @@ def _train_and_save(trainer: Any, adapter_dir: Path) -> dict:
         "train_loss_mean": result.training_loss,
         "eval_loss": final_eval["eval_loss"],
         "steps": trainer.state.global_step,
+        "processes": trainer.args.world_size,
         "runtime_s": round(runtime, 2),
         "train_tokens_per_s": round(trainer.state.num_input_tokens_seen / runtime, 1),
         "trainable_params": trainable,

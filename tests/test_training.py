@@ -1,0 +1,113 @@
+"""Training internals on the tiny model: padded and padding-free batches score exactly what the examples score one
+by one, and a run shorter than the logging interval still writes its loss curves."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+from peft import get_peft_model
+
+from medtune.config import PeftConfig, TrainConfig, WeightsConfig
+from medtune.modeling import build_base_model, load_causal_lm, load_token_classifier
+from medtune.tasks import IGNORE_INDEX
+from medtune.training import completion_loss, load_base_for_training, lora_config, make_batch, train_adapter
+
+TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def sft_examples(lengths: list[int], prompt: int = 4) -> list[dict]:
+    """Examples like the tokenize stage's: the first `prompt` tokens are the prompt (label -100)."""
+    g = torch.Generator().manual_seed(sum(lengths))
+    examples = []
+    for n in lengths:
+        ids = torch.randint(3, 250, (n,), generator=g).tolist()
+        examples.append({"input_ids": ids, "labels": [IGNORE_INDEX] * prompt + ids[prompt:]})
+    return examples
+
+
+@pytest.mark.parametrize("padding_free", [False, True])
+def test_a_batch_has_the_loss_of_its_examples_scored_one_by_one(tiny_model_dir, padding_free):
+    model = load_causal_lm(tiny_model_dir).eval()
+    examples = sft_examples([7, 12, 9])
+    with torch.no_grad():
+        one_by_one = [
+            model(input_ids=torch.tensor([e["input_ids"]]), labels=torch.tensor([e["labels"]])).loss for e in examples
+        ]
+        batch = make_batch(examples, causal=True, padding_free=padding_free)
+        labels = batch.pop("labels")
+        loss = completion_loss(model(**batch), labels)
+
+    targets = [len(e["input_ids"]) - 4 for e in examples]
+    expected = sum(loss * n for loss, n in zip(one_by_one, targets, strict=True)) / sum(targets)  # over all targets
+    assert loss.item() == pytest.approx(expected.item(), abs=1e-5)
+    # the LM head runs where a response token is predicted, not over the prompts
+    if padding_free:
+        assert batch["logits_to_keep"].numel() == sum(targets)
+    else:  # positions shared by the rows: from the end of the prompts (4 tokens) to the longest example's end
+        assert batch["logits_to_keep"].tolist() == list(range(3, 11))
+
+
+def test_without_restarting_positions_packed_examples_would_see_each_other(tiny_model_dir):
+    model = load_causal_lm(tiny_model_dir).eval()
+    batch = make_batch(sft_examples([7, 12, 9]), causal=True, padding_free=True)
+    labels = batch.pop("labels")
+    with torch.no_grad():
+        separate = completion_loss(model(**batch), labels)
+        batch["position_ids"] = torch.arange(labels.shape[1])[None]  # one long sequence
+        leaking = completion_loss(model(**batch), labels)
+
+    assert abs(leaking.item() - separate.item()) > 1e-3
+
+
+def test_a_padding_free_token_classification_batch_gives_each_token_its_own_logits(tiny_model_dir):
+    labels = ["O", "B-Disease", "I-Disease"]
+    model = load_token_classifier(tiny_model_dir, labels).eval()
+    examples = [{"input_ids": e["input_ids"], "labels": [0] * len(e["input_ids"])} for e in sft_examples([5, 8])]
+    with torch.no_grad():
+        one_by_one = torch.cat([model(input_ids=torch.tensor([e["input_ids"]])).logits[0] for e in examples])
+        batch = make_batch(examples, causal=False, padding_free=True)
+        tags = batch.pop("labels")
+        packed = model(**batch).logits[0]
+
+    assert "logits_to_keep" not in batch and tags[0, 0] == 0  # every token keeps its tag
+    torch.testing.assert_close(packed, one_by_one, atol=1e-5, rtol=1e-5)
+
+
+def test_a_run_shorter_than_the_logging_interval_still_writes_its_loss_curves(tiny_model_dir, tmp_path):
+    train = OmegaConf.structured(TrainConfig(max_steps=2, batch_size=2, logging_steps=5, eval_steps=10, bf16=False))
+    metrics = train_adapter(
+        kind="sft",
+        base_dir=tiny_model_dir,
+        train_examples=sft_examples([10, 11, 12, 13]),
+        eval_examples=sft_examples([9, 10]),
+        peft=OmegaConf.structured(PeftConfig()),
+        train=train,
+        lora_targets=TARGETS,
+        labels=[],
+        seed=0,
+        adapter_dir=tmp_path / "adapter",
+        live_dir=tmp_path / "live",
+        work_dir=tmp_path / "work",
+    )
+
+    curves = tmp_path / "live" / "plots" / "metrics"
+    for curve in (curves / "loss.tsv", curves / "eval" / "loss.tsv"):
+        header, *rows = curve.read_text().splitlines()  # dvclive numbers its own steps: one per log event
+        assert header == "step\tloss" and len(rows) >= 1, curve
+    assert metrics["steps"] == 2
+
+
+@pytest.mark.parametrize("kind", ["sft", "token_classification"])
+def test_the_base_trains_in_the_dtype_it_is_stored_in_and_what_trains_is_fp32(kind, tmp_path):
+    """A 7B base stored in bf16 must not be upcast to fp32 (twice the memory); adapters and a new head train in fp32."""
+    build_base_model(OmegaConf.structured(WeightsConfig(source="tiny-random", dtype="bfloat16")), tmp_path)
+    peft, train = OmegaConf.structured(PeftConfig()), OmegaConf.structured(TrainConfig())
+    base = load_base_for_training(kind, tmp_path, ["O", "B-Disease", "I-Disease"], peft, train, seed=0)
+    model = get_peft_model(base, lora_config(peft, TARGETS, kind))
+
+    frozen = {p.dtype for name, p in model.named_parameters() if not p.requires_grad and "score" not in name}
+    trained = {name.split(".")[-2]: p.dtype for name, p in model.named_parameters() if p.requires_grad}
+    assert frozen == {torch.bfloat16}
+    assert set(trained.values()) == {torch.float32} and "default" in trained
+    assert kind == "sft" or any("score" in name for name, p in model.named_parameters() if p.requires_grad)

@@ -6,7 +6,8 @@
 (a) notebook: every example padded to 256 tokens, Hugging Face `Trainer`, fp32, loss over the whole sequence
     (prompt and response, padding masked), as the seed notebooks trained.
 (b) medtune: `medtune.training.train_adapter`, the train stage's own code, with the `train` config of params.yaml
-    (`train=cpu`: bf16 autocast, completion-only loss, batches padded to their longest example).
+    (`train=cpu`: bf16 autocast, completion-only loss with the LM head run only where a response token is
+    predicted, batches of similar lengths padded to their longest example, no KV cache).
 Both train 1 epoch over the same first N examples of the task's training split with the same LoRA (`peft`),
 batch size, learning rate and seed. Then each adapter's eval loss is measured the same way: the mean negative
 log-likelihood of the response tokens of the validation split (medtune.generation.perplexity, fp32).

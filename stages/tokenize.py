@@ -1,6 +1,6 @@
 """Stage `tokenize@<task>`: prepared records -> token ids and labels with the base model's chat template.
 
-Reads params: tasks.<task>.{kind,system,prompt_template,max_length,labels}, train.max_length (a cap).
+Reads params: tasks.<task>.{kind,system,prompt_template,max_length,labels}, train.max_length (wins when set).
     python -m stages.tokenize qa data/prepared/qa models/base/smollm2-135m data/tokenized/qa
 Writes {train,validation,test}.jsonl with `{"id", "input_ids", "labels"}` (sft: prompt tokens labelled -100;
 token_classification: tag ids on each word's first sub-token, plus a `window` index) and stats.json with token

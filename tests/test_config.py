@@ -7,7 +7,7 @@ import yaml
 from omegaconf import OmegaConf
 
 from conftest import ROOT
-from medtune.config import compose_params, load_params, task_config, train_config, validate
+from medtune.config import compose_params, load_params, max_length, task_config, train_config, validate
 from medtune.errors import ConfigError
 
 
@@ -71,3 +71,17 @@ def test_a_task_can_override_the_global_training_config():
     raw["tasks"]["ner"]["train"] = {"epoch": 8}
     with pytest.raises(ConfigError, match=r"tasks\.ner\.train\.epoch.*did you mean `epochs`"):
         train_config(validate(raw), "ner")
+
+
+def test_train_max_length_sets_every_tasks_length_and_null_keeps_their_own():
+    raw = _params()
+    assert max_length(validate(raw), "qa") == raw["tasks"]["qa"]["max_length"]
+    raw["train"]["max_length"] = 512
+    assert {max_length(validate(raw), task) for task in raw["tasks"]} == {512}
+
+
+def test_an_unknown_launcher_is_refused():
+    raw = _params()
+    raw["train"]["launcher"] = "torchrun"
+    with pytest.raises(ConfigError, match=r"train\.launcher.*use python or accelerate"):
+        validate(raw)

@@ -94,7 +94,7 @@ class TrainConfig:
     gradient_checkpointing: bool = False
     logging_steps: int = 5
     eval_steps: int = 10
-    max_length: int | None = None  # cap on tokens per example for every task; None: each task's max_length
+    max_length: int | None = None  # tokens per example for every task; None: each task's own max_length
     padding_free: bool = False  # one row per batch, no padding (see medtune.training.make_batch)
     group_by_length: bool = False  # batches of similar lengths: less padding
     launcher: str = "python"  # python: one process | accelerate: `accelerate launch` with accelerate_config
@@ -245,10 +245,10 @@ def train_config(params: DictConfig, task: str) -> DictConfig:
 
 
 def max_length(params: DictConfig, task: str) -> int:
-    """Tokens per example of a task: its own `max_length`, capped by `train.max_length` when that is set
-    (one knob to shorten every task, e.g. to fit a GPU: see `medtune plan`)."""
+    """Tokens per example of a task: `train.max_length` when set (one knob for every task, e.g. the length a GPU
+    was planned for with `medtune plan`), else the task's own `max_length`."""
     own = task_config(params, task).max_length
-    return own if params.train.max_length is None else min(own, params.train.max_length)
+    return own if params.train.max_length is None else params.train.max_length
 
 
 def task_config(params: DictConfig, task: str) -> DictConfig:

@@ -15,7 +15,8 @@ log-likelihood of the response tokens of the validation split (medtune.generatio
 Useful tokens are the non-padding tokens the model reads. Achieved FLOP/s = 4 x parameters x useful tokens / s:
 forward 2 N per token, and the backward pass through a frozen base computes activation gradients only, another
 2 N (the LoRA weight gradients are ~1% more). Peak: a timed `torch.matmul` of two 2048 x 2048 matrices in the
-run's dtype (fp32 for the notebook, bf16 for a bf16 run).
+run's dtype (fp32 for the notebook, bf16 for a bf16 run). A matmul at the model's own MLP shape (one batch's tokens x
+hidden x intermediate) shows whether its matrices are too small for that peak.
 """
 
 from __future__ import annotations
@@ -114,13 +115,14 @@ def medtune_run(base_dir: Path, train: list[dict], valid: list[dict], params, ar
     return model, metrics["runtime_s"], config.bf16
 
 
-def matmul_peak_flops(dtype: torch.dtype, n: int = 2048, repeats: int = 10) -> float:
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+def matmul_flops(dtype: torch.dtype, m: int = 2048, k: int = 2048, n: int = 2048, repeats: int = 10) -> float:
+    """FLOP/s of a timed (m x k) @ (k x n) matmul: square 2048 for the peak, or one of the model's own shapes."""
+    a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
     torch.matmul(a, b)  # warm up
     start = time.perf_counter()
     for _ in range(repeats):
         torch.matmul(a, b)
-    return 2 * n**3 * repeats / (time.perf_counter() - start)
+    return 2 * m * k * n * repeats / (time.perf_counter() - start)
 
 
 def main() -> None:
@@ -151,9 +153,14 @@ def main() -> None:
         tuned, medtune_s, bf16 = medtune_run(base_dir, train, valid, params, args, task, work / "medtune")
         medtune_loss = math.log(perplexity(tuned, valid, args.batch_size, pad))
         parameters = sum(p.numel() for p in tuned.parameters())
+        hidden, inner = tuned.config.hidden_size, tuned.config.intermediate_size
 
     useful = sum(len(e["input_ids"]) for e in train)
-    peak = {"fp32": matmul_peak_flops(torch.float32), "bf16": matmul_peak_flops(torch.bfloat16)}
+    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
+    peak = {name: matmul_flops(dtype) for name, dtype in dtypes.items()}
+    # the model's MLP up-projection over one batch's tokens: shows whether its matrices are too small for the peak
+    batch_tokens = useful * args.batch_size // len(train)
+    mlp = {name: matmul_flops(dtype, batch_tokens, hidden, inner) for name, dtype in dtypes.items()}
     runs = {
         "notebook": {"seconds": notebook_s, "eval_loss": notebook_loss, "dtype": "fp32"},
         "medtune": {"seconds": medtune_s, "eval_loss": medtune_loss, "dtype": "bf16" if bf16 else "fp32"},
@@ -170,6 +177,8 @@ def main() -> None:
         "notebook_padded_tokens": len(train) * NOTEBOOK_LENGTH,
         "parameters": parameters,
         "matmul_peak_gflops": {k: round(v / 1e9, 1) for k, v in peak.items()},
+        "mlp_shape_matmul_gflops": {k: round(v / 1e9, 1) for k, v in mlp.items()},
+        "mlp_shape": [batch_tokens, hidden, inner],
         "runs": {
             name: {k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()} for name, r in runs.items()
         },
@@ -193,6 +202,10 @@ def main() -> None:
     console.print(table)
     console.print(
         f"medtune / notebook useful tokens/s: {result['ratio']}x; eval loss {100 * result['eval_loss_change']:+.1f}%"
+    )
+    console.print(
+        f"matmul at the model's MLP shape ({batch_tokens} x {hidden} x {inner}): "
+        + ", ".join(f"{d} {v / 1e9:.0f} GFLOP/s ({100 * v / peak[d]:.0f}% of the square peak)" for d, v in mlp.items())
     )
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")

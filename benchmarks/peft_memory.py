@@ -24,6 +24,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 from omegaconf import OmegaConf
@@ -85,10 +86,29 @@ def random_examples(n: int, length: int, vocab: int, seed: int) -> list[dict]:
     return [{"input_ids": ids, "labels": ids} for ids in rows]
 
 
-def run_variant(name: str, shape: str, model_dir: Path, task: str, steps: int) -> dict:
-    """Train `steps` steps with one variant in this process; train_adapter's metrics plus the memory peaks."""
+def train_with_peak_memory(model_dir: Path, params: Any, **run: Any) -> tuple[dict, dict]:
+    """Train through `train_adapter` (the train stage's code) in a scratch folder while `PeakMemory` samples this
+    process; `run` holds kind, train_examples, eval_examples, peft, train and labels. Returns metrics and peaks."""
     from medtune.training import train_adapter
 
+    memory = PeakMemory()
+    with tempfile.TemporaryDirectory() as tmp:
+        metrics = train_adapter(
+            base_dir=model_dir,
+            lora_targets=params.model.lora_targets,
+            seed=params.seed,
+            adapter_dir=Path(tmp) / "adapter",
+            live_dir=Path(tmp) / "live",
+            work_dir=Path(tmp) / "work",
+            callbacks=[memory],
+            **run,
+        )
+    memory.stop()
+    return metrics, memory.peak
+
+
+def run_variant(name: str, shape: str, model_dir: Path, task: str, steps: int) -> dict:
+    """Train `steps` steps with one variant in this process; train_adapter's metrics plus the memory peaks."""
     params = load_params()
     quantization = VARIANTS[name]
     peft = params.peft.copy()
@@ -105,25 +125,17 @@ def run_variant(name: str, shape: str, model_dir: Path, task: str, steps: int) -
         kind, labels = "sft", []
         train_examples = random_examples(train.batch_size * steps, 64, vocab=250, seed=1)
         eval_examples = random_examples(train.batch_size, 64, vocab=250, seed=2)
-    memory = PeakMemory()
-    with tempfile.TemporaryDirectory() as tmp:
-        metrics = train_adapter(
-            kind=kind,
-            base_dir=model_dir,
-            train_examples=train_examples,
-            eval_examples=eval_examples,
-            peft=peft,
-            train=train,
-            lora_targets=params.model.lora_targets,
-            labels=labels,
-            seed=params.seed,
-            adapter_dir=Path(tmp) / "adapter",
-            live_dir=Path(tmp) / "live",
-            work_dir=Path(tmp) / "work",
-            callbacks=[memory],
-        )
-    memory.stop()
-    return {**metrics, "peak": memory.peak}
+    metrics, peak = train_with_peak_memory(
+        model_dir,
+        params,
+        kind=kind,
+        train_examples=train_examples,
+        eval_examples=eval_examples,
+        peft=peft,
+        train=train,
+        labels=labels,
+    )
+    return {**metrics, "peak": peak}
 
 
 def main() -> None:

@@ -30,7 +30,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 from omegaconf import OmegaConf
-from peft_memory import PeakMemory, memory_mb, random_examples
+from peft_memory import memory_mb, random_examples, train_with_peak_memory
 from rich.console import Console
 from rich.table import Table
 
@@ -55,7 +55,7 @@ def measure(model_dir: Path, steps: int) -> dict:
     from transformers import Trainer  # noqa: F401
     from transformers.integrations import DVCLiveCallback  # noqa: F401
 
-    from medtune.training import train_adapter
+    import medtune.training  # noqa: F401
 
     params = load_params()
     setup, task = planned_setup(model_dir)
@@ -65,25 +65,17 @@ def measure(model_dir: Path, steps: int) -> dict:
     train_examples = random_examples(setup.batch_size * steps, setup.seq_len, vocab=vocab, seed=1)
     eval_examples = random_examples(setup.batch_size, setup.seq_len, vocab=vocab, seed=2)
     before = memory_mb()["VmRSS"]
-    memory = PeakMemory()
-    with tempfile.TemporaryDirectory() as tmp:
-        train_adapter(
-            kind="sft",
-            base_dir=model_dir,
-            train_examples=train_examples,
-            eval_examples=eval_examples,
-            peft=params.peft,
-            train=train,
-            lora_targets=params.model.lora_targets,
-            labels=[],
-            seed=params.seed,
-            adapter_dir=Path(tmp) / "adapter",
-            live_dir=Path(tmp) / "live",
-            work_dir=Path(tmp) / "work",
-            callbacks=[memory],
-        )
-    memory.stop()
-    return {"measured_mb": memory.peak["VmRSS"] - before, "rss_before_mb": before}
+    _, peak = train_with_peak_memory(
+        model_dir,
+        params,
+        kind="sft",
+        train_examples=train_examples,
+        eval_examples=eval_examples,
+        peft=params.peft,
+        train=train,
+        labels=[],
+    )
+    return {"measured_mb": peak["VmRSS"] - before, "rss_before_mb": before}
 
 
 def compare(name: str, model_dir: Path, steps: int) -> dict:

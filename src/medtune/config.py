@@ -244,6 +244,20 @@ def train_config(params: DictConfig, task: str) -> DictConfig:
         raise ConfigError(f"tasks.{task}.{error.key}", error.problem) from None
 
 
+def quantization_of(peft: DictConfig) -> DictConfig | None:
+    """The `peft.quantization` block the method trains with: None for lora, 4 or 8 bits for qlora.
+    Checked here, without bitsandbytes, so `medtune plan` refuses what training would refuse."""
+    if peft.method not in ("lora", "qlora"):
+        raise ConfigError("peft.method", f"unknown method {peft.method!r}; use peft=lora or peft=qlora")
+    if peft.method == "lora":
+        if peft.quantization is not None:
+            raise ConfigError("peft.quantization", "is only used with peft.method=qlora (select it with peft=qlora)")
+        return None
+    if peft.quantization is None or peft.quantization.bits not in (4, 8):
+        raise ConfigError("peft.quantization.bits", "qlora needs 4 or 8 bits (see conf/peft/qlora.yaml)")
+    return peft.quantization
+
+
 def max_length(params: DictConfig, task: str) -> int:
     """Tokens per example of a task: `train.max_length` when set (one knob for every task, e.g. the length a GPU
     was planned for with `medtune plan`), else the task's own `max_length`."""

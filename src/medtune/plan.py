@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from medtune.config import ArchitectureConfig, max_length, train_config
+from medtune.config import ArchitectureConfig, max_length, quantization_of, train_config
 from medtune.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -356,11 +356,7 @@ def setup_from_params(params: DictConfig) -> tuple[TrainingSetup, str]:
         raise ConfigError("tasks", "no task is configured, so there is no training run to plan")
     task = max(params.tasks, key=lambda name: train_config(params, name).batch_size * max_length(params, name))
     train, peft = train_config(params, task), params.peft
-    if peft.method not in ("lora", "qlora"):
-        raise ConfigError("peft.method", f"unknown method {peft.method!r}; use peft=lora or peft=qlora")
-    quantization = peft.quantization if peft.method == "qlora" else None
-    if peft.method == "qlora" and quantization is None:
-        raise ConfigError("peft.quantization.bits", "qlora needs 4 or 8 bits (see conf/peft/qlora.yaml)")
+    quantization = quantization_of(peft)
     weight_bytes = training_weight_bytes(params.model.weights.dtype, peft.method)
     setup = TrainingSetup(
         architecture=architecture_of(params.model),

@@ -33,6 +33,7 @@ from typing import Any
 import torch
 from transformers import TrainerCallback
 
+from medtune.config import quantization_of
 from medtune.errors import ConfigError
 from medtune.modeling import device, load_token_classifier
 from medtune.tasks import IGNORE_INDEX
@@ -53,15 +54,9 @@ def lora_config(peft: Any, targets: list[str], kind: str = "sft") -> Any:
 
 def quantization_config(peft: Any) -> Any:
     """bitsandbytes settings for `peft.method=qlora`, None for plain LoRA."""
-    if peft.method not in ("lora", "qlora"):
-        raise ConfigError("peft.method", f"unknown method {peft.method!r}; use peft=lora or peft=qlora")
-    if peft.method == "lora":
-        if peft.quantization is not None:
-            raise ConfigError("peft.quantization", "is only used with peft.method=qlora (select it with peft=qlora)")
+    q = quantization_of(peft)
+    if q is None:
         return None
-    q = peft.quantization
-    if q is None or q.bits not in (4, 8):
-        raise ConfigError("peft.quantization.bits", "qlora needs 4 or 8 bits (see conf/peft/qlora.yaml)")
     try:
         import bitsandbytes  # noqa: F401  (fail here, with the fix, rather than deep inside from_pretrained)
         from transformers import BitsAndBytesConfig

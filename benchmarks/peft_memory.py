@@ -88,12 +88,13 @@ def random_examples(n: int, length: int, vocab: int, seed: int) -> list[dict]:
 
 def train_with_peak_memory(model_dir: Path, params: Any, **run: Any) -> tuple[dict, dict]:
     """Train through `train_adapter` (the train stage's code) in a scratch folder while `PeakMemory` samples this
-    process; `run` holds kind, train_examples, eval_examples, peft, train and labels. Returns metrics and peaks."""
+    process; `run` holds kind, train_examples, eval_examples, peft, train and labels. Returns the results and
+    resources of the run (one dict) and the peaks."""
     from medtune.training import train_adapter
 
     memory = PeakMemory()
     with tempfile.TemporaryDirectory() as tmp:
-        metrics = train_adapter(
+        results, resources = train_adapter(
             base_dir=model_dir,
             lora_targets=params.model.lora_targets,
             seed=params.seed,
@@ -104,7 +105,7 @@ def train_with_peak_memory(model_dir: Path, params: Any, **run: Any) -> tuple[di
             **run,
         )
     memory.stop()
-    return metrics, memory.peak
+    return {**results, **resources}, memory.peak
 
 
 def run_variant(name: str, shape: str, model_dir: Path, task: str, steps: int) -> dict:

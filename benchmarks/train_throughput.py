@@ -97,7 +97,7 @@ def medtune_run(base_dir: Path, train: list[dict], valid: list[dict], params, ar
 
     config = OmegaConf.merge(train_config(params, args.task), {"epochs": 1, "max_steps": -1, "lr": args.lr})
     config.batch_size, config.eval_steps = args.batch_size, 10**6  # no evaluation inside the timed run
-    metrics = train_adapter(
+    _, resources = train_adapter(
         kind="sft",
         base_dir=base_dir,
         train_examples=train,
@@ -112,7 +112,7 @@ def medtune_run(base_dir: Path, train: list[dict], valid: list[dict], params, ar
         work_dir=work / "trainer",
     )
     model = PeftModel.from_pretrained(load_causal_lm(base_dir), work / "adapter").eval()
-    return model, metrics["runtime_s"], config.bf16
+    return model, resources["runtime_s"], config.bf16
 
 
 def matmul_flops(dtype: torch.dtype, m: int = 2048, k: int = 2048, n: int = 2048, repeats: int = 10) -> float:

@@ -36,12 +36,15 @@ def main() -> None:
     examples = [e for e in read_jsonl(args.tokenized_dir / "test.jsonl") if e["id"] in kept_ids]
     models = {"base": args.base_dir, "finetuned": args.merged_dir}
     if task.kind == "token_classification":
-        results, samples, plots = evaluate_tagging(task, records, examples, models, params.eval, params.seed)
+        results, samples, plots, speed = evaluate_tagging(task, records, examples, models, params.eval, params.seed)
     else:
         judge = params.judge if params.judge.enabled and args.task in params.judge.tasks else None
         tokenizer = load_tokenizer(args.base_dir)
-        results, samples, plots = evaluate_generation(task, records, examples, tokenizer, models, params.eval, judge)
+        results, samples, plots, speed = evaluate_generation(
+            task, records, examples, tokenizer, models, params.eval, judge
+        )
     write_json(args.metrics_dir / "eval.json", results)
+    write_json(args.metrics_dir / "eval_resources.json", speed)
     write_jsonl(args.metrics_dir / "samples.jsonl", samples)
     for name, rows in plots.items():
         write_csv(args.metrics_dir / name, rows)

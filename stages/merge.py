@@ -15,7 +15,7 @@ from medtune.card import model_card
 from medtune.config import load_params, task_config
 from medtune.console import log, run_main
 from medtune.errors import MedtuneError
-from medtune.io import atomic_dir, read_json, read_jsonl, write_json
+from medtune.io import atomic_dir, check_free_space, read_json, read_jsonl, write_json
 from medtune.modeling import load_tokenizer, merge_adapter
 
 # Relative to the largest logit: fp32 rounding through ~30 layers reaches ~4e-6 x |logit| on SmolLM2 (1.7e-4 on
@@ -39,6 +39,8 @@ def main() -> None:
     params = load_params()
     task = task_config(params, args.task)
     labels = list(task.labels) if task.kind == "token_classification" else None
+    parameters = read_json(args.base_dir / "medtune_origin.json")["parameters"]
+    check_free_space(args.out_dir, parameters * 4, f"The merged {args.task} model (fp32)")
     merged, check = merge_adapter(args.base_dir, args.adapter_dir, probe, labels)
     log.info(
         "Adapter vs merged on %d test inputs: max |logit difference| %.2e at max |logit| %.1f (relative %.1e)",

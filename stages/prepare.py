@@ -1,15 +1,15 @@
 """Stage `prepare@<task>`: raw dataset -> validated, de-duplicated, leakage-free train/validation/test JSONL.
 
-Reads params: seed, tasks.<task>.{kind,data,split,labels,orphan_inside}.
+Reads params: seed, privacy.phi, tasks.<task>.{kind,data,split,labels,orphan_inside}.
     python -m stages.prepare qa data/prepared/qa
 Writes {train,validation,test}.jsonl with `{"id", "prompt", "response"}` (sft) or `{"id", "tokens", "tags"}`
-(token_classification, IOB2) records, and stats.json.
+(token_classification, IOB2) records, and stats.json (with the PHI scan's counts per type; see medtune.privacy).
 """
 
 import argparse
 from pathlib import Path
 
-from medtune import data
+from medtune import data, privacy
 from medtune.config import load_params, task_config
 from medtune.console import log, run_main
 from medtune.io import atomic_dir, write_json, write_jsonl
@@ -27,6 +27,7 @@ def main() -> None:
     log.info("Reading %s", source)
     rows = data.read_rows(task.data)
     records, problems = data.to_task_records(rows, task)
+    records, phi_counts, phi_locations = privacy.apply_phi_policy(records, params.privacy.phi)
     records, duplicates = data.drop_duplicates(records)
     sampled = data.sample_records(records, task.data.max_records, params.seed)
     splits = data.split_records(sampled, task.split.validation, task.split.test, params.seed)
@@ -36,6 +37,9 @@ def main() -> None:
         "rows_read": len(rows),
         "invalid_dropped": len(problems),
         "invalid_examples": problems[:20],
+        "phi_policy": params.privacy.phi,
+        "phi": phi_counts,
+        "phi_examples": phi_locations,
         "duplicates_dropped": duplicates,
         "sampled_out": len(records) - len(sampled),
         **{name: len(split) for name, split in splits.items()},

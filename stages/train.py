@@ -3,8 +3,11 @@
 One transformers Trainer for both kinds: sft tasks train the causal LM on the response tokens, token_classification
 tasks a new `score` head plus LoRA on the backbone.
 Reads params: seed, peft, train, model.lora_targets, tasks.<task>.{kind,labels,train}.
-    python -m stages.train qa data/tokenized/qa models/base/smollm2-135m models/adapters/qa metrics/qa
-Writes the adapter (safetensors), metrics/<task>/train.json and the dvclive loss curves in metrics/<task>/live/.
+    python -m stages.train qa data/tokenized/qa models/base/smollm2-135m models/adapters/qa metrics/qa \
+        models/checkpoints/qa
+Writes the adapter (safetensors), metrics/<task>/train.json (results), train_resources.json (time, memory)
+and the dvclive loss curves in metrics/<task>/live/. Checkpoints go to the last folder (`persist: true` in dvc.yaml):
+a run that was killed resumes from there.
 With `train.launcher=accelerate` the stage starts itself again under `accelerate launch` (DDP, FSDP); every
 process trains its share of each batch and the first one writes the outputs.
 """
@@ -31,6 +34,7 @@ def main() -> None:
     parser.add_argument("base_dir", type=Path)
     parser.add_argument("adapter_dir", type=Path)
     parser.add_argument("metrics_dir", type=Path)
+    parser.add_argument("checkpoint_dir", type=Path)
     args = parser.parse_args()
 
     params = load_params()
@@ -45,7 +49,7 @@ def main() -> None:
     writer = int(os.environ.get("RANK", "0")) == 0  # under accelerate, process 0 writes; the others' files are dropped
     with contextlib.ExitStack() as stack:
         place = (lambda path: stack.enter_context(atomic_dir(path))) if writer else (lambda path: scratch(stack))
-        metrics = train_adapter(
+        results, resources = train_adapter(
             kind=task.kind,
             base_dir=args.base_dir,
             train_examples=train_examples,
@@ -58,14 +62,16 @@ def main() -> None:
             adapter_dir=place(args.adapter_dir),
             live_dir=place(args.metrics_dir / "live"),
             work_dir=scratch(stack),
+            checkpoint_dir=args.checkpoint_dir,
         )
     if writer:
-        write_json(args.metrics_dir / "train.json", metrics)
+        write_json(args.metrics_dir / "train.json", results)
+        write_json(args.metrics_dir / "train_resources.json", resources)
         log.info(
             "Final train loss %.4f, eval loss %.4f, %.0f tokens/s",
-            metrics["train_loss_final"],
-            metrics["eval_loss"],
-            metrics["train_tokens_per_s"],
+            results["train_loss_final"],
+            results["eval_loss"],
+            resources["train_tokens_per_s"],
         )
 
 

@@ -7,34 +7,20 @@ import csv
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-import torch
 
-from conftest import ROOT
+from conftest import TRAIN_STAGE
 from medtune.config import compose_params
-from medtune.io import read_json, write_jsonl
-
-
-def tokenized_qa(folder: Path) -> None:
-    """Counting sequences (a random start, then +1 each token: learnable) in the tokenize stage's layout."""
-    g = torch.Generator().manual_seed(0)
-    for split, count in (("train", 64), ("validation", 8)):
-        examples = []
-        for i in range(count):
-            start, length = int(torch.randint(3, 200, (1,), generator=g)), int(torch.randint(8, 20, (1,), generator=g))
-            ids = list(range(start, start + length))
-            examples.append({"id": f"qa-{i}", "input_ids": ids, "labels": [-100] * 3 + ids[3:]})
-        write_jsonl(folder / f"{split}.jsonl", examples)
+from medtune.io import read_json
 
 
 def train_in(project: Path, base_dir: Path, overrides: list[str]) -> tuple[dict, list[float], list[float]]:
     """Run the train stage with these params; its train.json, training loss curve and validation loss curve."""
     compose_params(project, ["model=tiny-random", "train.epochs=2", "train.bf16=false", "train.logging_steps=1",
                              "train.eval_steps=4", "train.lr=1e-2", *overrides])  # fmt: skip
-    command = [sys.executable, "-m", "stages.train", "qa", "data/tokenized/qa", str(base_dir), "adapter", "metrics"]
+    command = [*TRAIN_STAGE, str(base_dir), "adapter", "metrics", "checkpoints"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "300"}
     done = subprocess.run(command, cwd=project, capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -46,14 +32,6 @@ def train_in(project: Path, base_dir: Path, overrides: list[str]) -> tuple[dict,
 def _losses(tsv: Path) -> list[float]:
     with open(tsv, encoding="utf-8") as f:
         return [float(row["loss"]) for row in csv.DictReader(f, delimiter="\t")]
-
-
-@pytest.fixture
-def project(tmp_path: Path) -> Path:
-    for name in ("conf", "stages"):
-        (tmp_path / name).symlink_to(ROOT / name)
-    tokenized_qa(tmp_path / "data" / "tokenized" / "qa")
-    return tmp_path
 
 
 def test_two_cpu_processes_follow_the_loss_curve_of_one_process_with_the_same_global_batch(project, tiny_model_dir):
@@ -75,7 +53,7 @@ def test_two_cpu_processes_follow_the_loss_curve_of_one_process_with_the_same_gl
 
 def test_a_missing_accelerate_config_is_a_config_error(project, tiny_model_dir):
     compose_params(project, ["model=tiny-random", "train.launcher=accelerate", "train.accelerate_config=nope.yaml"])
-    command = [sys.executable, "-m", "stages.train", "qa", "data/tokenized/qa", str(tiny_model_dir), "a", "m"]
+    command = [*TRAIN_STAGE, str(tiny_model_dir), "a", "m", "c"]
     done = subprocess.run(command, cwd=project, capture_output=True, text=True, env={**os.environ, "COLUMNS": "300"})
 
     assert done.returncode == 1

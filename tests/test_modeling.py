@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import ast
+import json
+import shutil
+from pathlib import Path
+
 import pytest
 import torch
 from omegaconf import OmegaConf
@@ -10,7 +15,7 @@ from safetensors.torch import load_file
 from conftest import ROOT
 from medtune.config import WeightsConfig, validate
 from medtune.errors import ModelError
-from medtune.modeling import build_base_model, gguf_path_in_package, load_causal_lm, merge_adapter
+from medtune.modeling import build_base_model, gguf_path_in_package, load_adapter, load_causal_lm, merge_adapter
 
 
 def weights(**kw) -> WeightsConfig:
@@ -80,3 +85,75 @@ def test_merged_model_reproduces_the_adapter_model(tmp_path, tiny_model_dir):
         x = torch.tensor([probe[0]])
         assert (merged(x).logits - base(x).logits).abs().max() > 1e-3  # the adapter really changed the model
         assert not any("lora" in k for k in merged.state_dict())
+
+
+def pickle_only_copy(model_dir: Path, folder: Path) -> Path:
+    """The model with its weights as a pickle file (pytorch_model.bin), as many older hub models ship."""
+    shutil.copytree(model_dir, folder, ignore=shutil.ignore_patterns("*.safetensors"))
+    torch.save(load_file(model_dir / "model.safetensors"), folder / "pytorch_model.bin")
+    return folder
+
+
+def test_pickle_weights_are_refused_unless_the_user_allows_pickle(tmp_path, tiny_model_dir):
+    pickled = weights(source="hub", path=str(pickle_only_copy(tiny_model_dir, tmp_path / "pickled")))
+    with pytest.raises(ModelError, match=r"only as pickle files \(pytorch_model\.bin\).*model\.allow_pickle=true"):
+        build_base_model(pickled, tmp_path / "refused")
+    assert not (tmp_path / "refused").exists()
+
+    build_base_model(pickled, tmp_path / "allowed", allow_pickle=True)
+    a, b = load_file(tmp_path / "allowed" / "model.safetensors"), load_file(tiny_model_dir / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in b)  # read, and written back as safetensors
+    assert validate({"model": {"name": "m", "allow_pickle": True}}).model.allow_pickle
+
+
+def test_a_pickle_adapter_is_refused(tmp_path, tiny_model_dir):
+    (tmp_path / "adapter").mkdir()
+    (tmp_path / "adapter" / "adapter_config.json").write_text("{}")
+    torch.save({}, tmp_path / "adapter" / "adapter_model.bin")
+    with pytest.raises(ModelError, match="only as pickle files"):
+        load_adapter(load_causal_lm(tiny_model_dir), tmp_path / "adapter")
+
+
+def test_code_shipped_with_a_model_never_runs(tmp_path, tiny_model_dir):
+    """A model folder may name its own Python classes (config.json `auto_map`); transformers runs that file only with
+    trust_remote_code. Here the file would leave a mark: the model loads with transformers' own Llama class instead."""
+    folder, mark = tmp_path / "custom", tmp_path / "the-model-code-ran"
+    shutil.copytree(tiny_model_dir, folder)
+    (folder / "modeling_custom.py").write_text(
+        f"import pathlib\npathlib.Path({str(mark)!r}).touch()\n"
+        "from transformers import LlamaForCausalLM\n\n\nclass CustomForCausalLM(LlamaForCausalLM):\n    pass\n"
+    )
+    config = json.loads((folder / "config.json").read_text())
+    config["auto_map"] = {"AutoModelForCausalLM": "modeling_custom.CustomForCausalLM"}
+    (folder / "config.json").write_text(json.dumps(config))
+
+    build_base_model(weights(source="hub", path=str(folder)), tmp_path / "base")
+    assert not mark.exists()
+    assert load_causal_lm(folder).__class__.__name__ == "LlamaForCausalLM"
+    assert not mark.exists()
+
+
+def loading_calls() -> list[tuple[str, ast.Call]]:
+    """Every `from_pretrained(...)` and `SentenceTransformer(...)` call in medtune's code, with its file."""
+    calls = []
+    for path in [*(ROOT / "src" / "medtune").glob("*.py"), *(ROOT / "stages").glob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) in (
+                "from_pretrained",
+                "SentenceTransformer",
+            ):
+                calls.append((f"{path.name}:{node.lineno}", node))
+    return calls
+
+
+def test_every_load_in_medtune_refuses_remote_code():
+    """The static half of the promise: no loading call can run a model's code, now or after a future edit."""
+    calls = loading_calls()
+    assert len(calls) >= 10
+    for where, call in calls:
+        keywords = {k.arg: k.value for k in call.keywords}
+        safe = "trust_remote_code" in keywords and isinstance(keywords["trust_remote_code"], ast.Constant)
+        safe = safe and keywords["trust_remote_code"].value is False
+        safe = safe or any(k.arg is None and ast.unparse(k.value) == "SAFE_LOADING" for k in call.keywords)
+        peft_adapter = ast.unparse(call.func) == "PeftModel.from_pretrained"  # adapters are weights, not code
+        assert safe or peft_adapter, f"{where}: {ast.unparse(call)} does not pass trust_remote_code=False"

@@ -12,8 +12,10 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -35,10 +37,20 @@ TINY = {
 TINY_GENERATIVE_TASK = {"max_length": 640, "generation": {"max_new_tokens": 8}}
 
 
+# Every command below runs with internet sockets refused (tests/no_network/sitecustomize.py): the pipeline and the
+# CLI need no network unless a user configures the judge or a hub model. Attempts are logged here and fail the test.
+NETWORK_LOG = Path(tempfile.gettempdir()) / f"medtune-network-attempts-{os.getpid()}.log"
+OFFLINE = {"PYTHONPATH": str(ROOT / "tests" / "no_network"), "MEDTUNE_NETWORK_LOG": str(NETWORK_LOG)}
+
+
+def command_env() -> dict[str, str]:
+    return {**os.environ, **OFFLINE, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+
+
 def run(repo: Path, *args: str) -> str:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    result = subprocess.run(args, cwd=repo, capture_output=True, text=True, env=env)
+    result = subprocess.run(args, cwd=repo, capture_output=True, text=True, env=command_env())
     assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
+    assert not NETWORK_LOG.exists(), f"{' '.join(args)} tried to use the network:\n{NETWORK_LOG.read_text()}"
     return result.stdout + result.stderr
 
 
@@ -116,19 +128,133 @@ def test_repro_builds_every_stage_of_every_task_and_writes_the_metrics(repo):
     train = json.loads((repo / "metrics/qa/train.json").read_text())
     assert train["steps"] > 0 and 0 < train["trainable_share"] < 1
     assert (repo / "models/adapters/qa/adapter_model.safetensors").is_file()
-    assert (repo / "metrics/qa/live/plots/metrics/train/loss.tsv").is_file()
+    assert (repo / "metrics/qa/live/plots/metrics/loss.tsv").is_file()
     assert len((repo / "metrics/qa/samples.jsonl").read_text().splitlines()) == 4
     assert "models/merged/qa" in (repo / "dvc.lock").read_text()
     card = (repo / "models/merged/ner/README.md").read_text()
     assert "provenance: authored sample data" in card and "`B-Medication`" in card and "Medical disclaimer" in card
 
 
+def build_outputs(root: Path) -> dict[str, bytes]:
+    """Every file the pipeline wrote, by path: data, models and metrics. Left out: *_resources.json (wall-clock time
+    and memory) and leftovers of killed writes (`.*.tmp-*`)."""
+    files = [p for top in ("data/prepared", "data/tokenized", "models", "metrics") for p in (root / top).rglob("*")]
+    return {
+        str(p.relative_to(root)): p.read_bytes()
+        for p in files
+        if p.is_file() and not p.name.endswith("_resources.json") and ".tmp-" not in str(p)
+    }
+
+
+def fresh_clone(repo: Path, folder: Path) -> Path:
+    """A git clone of the project: its code and config, none of its outputs, no DVC cache to restore them from."""
+    run(folder.parent, "git", "clone", "-q", str(repo), str(folder))
+    return folder
+
+
+def test_a_second_clean_build_is_byte_identical(repo, tmp_path):
+    """Seeds everywhere (split, LoRA and head init, dataloader order): a rebuild gives the same bytes."""
+    clone = fresh_clone(repo, tmp_path / "again")
+    dvc(clone, "repro", "evaluate@qa", "evaluate@ner")  # both kinds of head
+
+    first, second = build_outputs(repo), build_outputs(clone)
+    assert {"models/adapters/ner/adapter_model.safetensors", "metrics/ner/eval.json"} <= second.keys()
+    differing = [path for path in second if second[path] != first[path]]
+    assert differing == []
+
+
+def output_key(path: str) -> str:
+    """The output a path belongs to: `models/adapters/ner/x` -> `models/adapters/ner`, a temporary sibling
+    `metrics/ner/.eval.json.tmp-1a2b` -> `metrics/ner/eval.json`; in the checkpoints folder, each checkpoint."""
+    parts = path.split("/")[: 4 if path.startswith("models/checkpoints/") else 3]
+    parts[-1] = re.sub(r"^\.(.+)\.tmp-.*$", r"\1", parts[-1])
+    return "/".join(parts)
+
+
+def written_paths(clone: Path) -> set[str]:
+    """Files and folders under the output locations of the ner chain (os.walk: the stages rename folders while it
+    looks, and it skips what vanished)."""
+    paths = set()
+    for top in ("data/prepared", "data/tokenized", "models", "metrics/ner"):
+        for folder, dirs, files in os.walk(clone / top):
+            paths.update(str((Path(folder) / name).relative_to(clone)) for name in dirs + files)
+    return paths
+
+
+def kill_when_an_output_starts(clone: Path, killed: set[str], timeout_s: float = 300) -> str | None:
+    """Run `dvc repro evaluate@ner` and SIGKILL it (and the stage it runs) the moment an output not in `killed`
+    starts being written (its temporary sibling, or the output itself, appears). Returns that output, or None when
+    the build finished first."""
+    before = written_paths(clone)
+    build = subprocess.Popen([sys.executable, "-m", "dvc", "repro", "evaluate@ner"], cwd=clone, env=command_env(),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    deadline = time.monotonic() + timeout_s
+    while build.poll() is None and time.monotonic() < deadline:
+        fresh = {output_key(path) for path in written_paths(clone) - before} - killed
+        if fresh:
+            os.killpg(build.pid, signal.SIGKILL)
+            build.wait()
+            return min(fresh)
+        time.sleep(0.001)
+    assert build.returncode == 0, "the build failed or hung"
+    return None
+
+
+def incomplete_outputs(clone: Path, clean: dict[str, bytes]) -> list[str]:
+    """Outputs that exist in `clone` (a folder, even an empty one, or a file) but are not exactly the clean build's:
+    a file missing from a folder, or other bytes. The checkpoints folder is in progress by design."""
+    now = build_outputs(clone)
+    present = {output_key(p) for p in written_paths(clone) if ".tmp-" not in p and p.count("/") >= 2}
+
+    def files(build: dict[str, bytes], key: str) -> dict[str, bytes]:
+        return {path: data for path, data in build.items() if output_key(path) == key}
+
+    return sorted(k for k in present if not k.startswith("models/checkpoints/") and files(now, k) != files(clean, k))
+
+
+def test_a_build_killed_as_each_output_is_written_leaves_nothing_partial_and_ends_identical(repo, tmp_path):
+    """SIGKILL `dvc repro` (and its stage) as each output starts being written, then rerun: after every kill each
+    output that exists is complete (equal to a clean build's), and the build that finally finishes is the clean one.
+    Training is also killed in the middle of saving a checkpoint, which the rerun must not resume from."""
+    clone, clean, killed = fresh_clone(repo, tmp_path / "killed"), build_outputs(repo), set()
+    while (output := kill_when_an_output_starts(clone, killed)) is not None:
+        killed.add(output)
+        assert incomplete_outputs(clone, clean) == []
+        assert len(killed) < 30
+
+    assert {"models/base/tiny-random", "data/tokenized/ner", "models/adapters/ner", "metrics/ner/eval.json"} <= killed
+    assert any(output.startswith("models/checkpoints/ner/checkpoint-") for output in killed)
+    finished = build_outputs(clone)
+    assert [path for path in finished if finished[path] != clean[path]] == []
+    assert finished.keys() >= {p for p in clean if "/ner/" in p or p.startswith("models/base/")}
+
+
 def test_predict_tags_text_with_the_merged_model(repo):
     text = "Fever after amoxicillin."
-    medtune = str(Path(sys.executable).parent / "medtune")
-    result = subprocess.run([medtune, "predict", "ner", text], cwd=repo, capture_output=True, text=True, check=True)
+    result = subprocess.run(["medtune", "predict", "ner", text], cwd=repo, capture_output=True, text=True,
+                            env=command_env(), check=True)  # fmt: skip
+    assert not NETWORK_LOG.exists()
     entities = json.loads(result.stdout)
     assert all(text[e["start"] : e["end"]] == e["text"] for e in entities)  # a tiny random model: spans, not quality
+
+
+def test_the_cli_runs_offline(repo):
+    """The commands a user runs around the pipeline, under the same network guard as everything in this file."""
+    medtune = str(Path(sys.executable).parent / "medtune")
+    chat = subprocess.run([medtune, "chat", "qa"], cwd=repo, input="How is anaemia treated?\n/exit\n",
+                          capture_output=True, text=True, env=command_env())  # fmt: skip
+    assert chat.returncode == 0, chat.stderr
+    assert "not medical advice" in " ".join(chat.stdout.split())  # the safety note after the (tiny model's) answer
+    assert "GiB" in run(repo, medtune, "plan", "model=mistral-7b-instruct-v0.3", "peft=qlora")
+    assert not NETWORK_LOG.exists(), NETWORK_LOG.read_text()
+
+
+def test_the_network_guard_of_these_commands_blocks_and_records(tmp_path):
+    """What the guard does to a process that tries: it fails, and the attempt is on record even if caught."""
+    log = tmp_path / "attempts.log"
+    code = "import urllib.request as r\ntry:\n    r.urlopen('https://huggingface.co')\nexcept OSError:\n    pass\n"
+    subprocess.run([sys.executable, "-c", code], env={**command_env(), "MEDTUNE_NETWORK_LOG": str(log)}, check=True)
+    assert "getaddrinfo('huggingface.co')" in log.read_text()
 
 
 def test_a_second_repro_runs_nothing(repo):

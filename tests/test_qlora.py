@@ -67,7 +67,7 @@ def test_qlora_trains_an_adapter_that_merges_into_the_full_precision_base(
     peft.quantization.bits = bits
     train = OmegaConf.structured(TrainConfig(max_steps=6, batch_size=4, lr=1e-2, eval_steps=3, bf16=False))
 
-    metrics = train_adapter(
+    metrics, _ = train_adapter(
         kind=kind,
         base_dir=tiny_model_dir,
         train_examples=_examples(kind, 16, seed=1),

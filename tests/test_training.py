@@ -3,12 +3,15 @@ by one, and a run shorter than the logging interval still writes its loss curves
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 import torch
 from omegaconf import OmegaConf
 from peft import get_peft_model
 
 from medtune.config import PeftConfig, TrainConfig, WeightsConfig
+from medtune.errors import TrainingError
 from medtune.modeling import build_base_model, load_causal_lm, load_token_classifier
 from medtune.tasks import IGNORE_INDEX
 from medtune.training import completion_loss, load_base_for_training, lora_config, make_batch, train_adapter
@@ -74,30 +77,6 @@ def test_a_padding_free_token_classification_batch_gives_each_token_its_own_logi
     torch.testing.assert_close(packed, one_by_one, atol=1e-5, rtol=1e-5)
 
 
-def test_a_run_shorter_than_the_logging_interval_still_writes_its_loss_curves(tiny_model_dir, tmp_path):
-    train = OmegaConf.structured(TrainConfig(max_steps=2, batch_size=2, logging_steps=5, eval_steps=10, bf16=False))
-    metrics = train_adapter(
-        kind="sft",
-        base_dir=tiny_model_dir,
-        train_examples=sft_examples([10, 11, 12, 13]),
-        eval_examples=sft_examples([9, 10]),
-        peft=OmegaConf.structured(PeftConfig()),
-        train=train,
-        lora_targets=TARGETS,
-        labels=[],
-        seed=0,
-        adapter_dir=tmp_path / "adapter",
-        live_dir=tmp_path / "live",
-        work_dir=tmp_path / "work",
-    )
-
-    curves = tmp_path / "live" / "plots" / "metrics"
-    for curve in (curves / "loss.tsv", curves / "eval" / "loss.tsv"):
-        header, *rows = curve.read_text().splitlines()  # dvclive numbers its own steps: one per log event
-        assert header == "step\tloss" and len(rows) >= 1, curve
-    assert metrics["steps"] == 2
-
-
 @pytest.mark.parametrize("kind", ["sft", "token_classification"])
 def test_the_base_trains_in_the_dtype_it_is_stored_in_and_what_trains_is_fp32(kind, tmp_path):
     """A 7B base stored in bf16 must not be upcast to fp32 (twice the memory); adapters and a new head train in fp32."""
@@ -111,3 +90,54 @@ def test_the_base_trains_in_the_dtype_it_is_stored_in_and_what_trains_is_fp32(ki
     assert frozen == {torch.bfloat16}
     assert set(trained.values()) == {torch.float32} and "default" in trained
     assert kind == "sft" or any("score" in name for name, p in model.named_parameters() if p.requires_grad)
+
+
+def train_tiny(base_dir, out, lengths=(10, 11, 12, 13, 14, 15, 16, 17), **train_values) -> dict:
+    """LoRA steps on the tiny model (batch 2, the loss logged every step unless set), outputs in `out`; the results."""
+    train = OmegaConf.structured(TrainConfig(**{"batch_size": 2, "logging_steps": 1, "eval_steps": 10, **train_values}))
+    results, _ = train_adapter(
+        kind="sft",
+        base_dir=base_dir,
+        train_examples=sft_examples(list(lengths)),
+        eval_examples=sft_examples([9, 10]),
+        peft=OmegaConf.structured(PeftConfig()),
+        train=train,
+        lora_targets=TARGETS,
+        labels=[],
+        seed=0,
+        adapter_dir=out / "adapter",
+        live_dir=out / "live",
+        work_dir=out / "work",
+    )
+    return results
+
+
+def test_a_run_shorter_than_the_logging_interval_still_writes_its_loss_curves(tiny_model_dir, tmp_path):
+    results = train_tiny(tiny_model_dir, tmp_path, [10, 11, 12, 13], max_steps=2, logging_steps=5, bf16=False)
+
+    curves = tmp_path / "live" / "plots" / "metrics"
+    for curve in (curves / "loss.tsv", curves / "eval" / "loss.tsv"):
+        header, *rows = curve.read_text().splitlines()
+        assert header == "step\tloss" and rows[-1].startswith("2\t"), curve  # x is the training step
+    assert results["steps"] == 2
+
+
+def test_frozen_weights_in_bf16_train_exactly_as_autocast_does(tiny_model_dir, tmp_path, monkeypatch, caplog):
+    """The speed-up of `frozen_weights_in_bf16` changes no number: autocast computes the same bf16 copies."""
+    caplog.set_level(logging.INFO, logger="medtune.training")
+    cast = train_tiny(tiny_model_dir, tmp_path / "cast", max_steps=4, bf16=True)
+    assert "Frozen projection weights stored in bf16: 14 layers" in caplog.text  # 2 layers x 7 projections
+    monkeypatch.setattr("medtune.training.frozen_weights_in_bf16", lambda model: 0)
+    autocast_only = train_tiny(tiny_model_dir, tmp_path / "autocast", max_steps=4, bf16=True)
+
+    assert cast == autocast_only
+    curve = "live/plots/metrics/loss.tsv"
+    assert (tmp_path / "cast" / curve).read_text() == (tmp_path / "autocast" / curve).read_text()
+
+
+def test_a_diverging_run_stops_at_the_step_it_diverged_and_saves_no_adapter(tiny_model_dir, tmp_path):
+    """An absurd learning rate: Adam's first update (size ~lr, whatever the clipped gradient) overflows the tiny
+    model's activations and the next step's gradients are nan (lower ones only flatten its output to uniform)."""
+    with pytest.raises(TrainingError, match=r"^step 2: .* nan or infinite.*learning rate \(1e\+20\) is too high"):
+        train_tiny(tiny_model_dir, tmp_path, max_steps=8, lr=1e20, warmup_steps=0, bf16=False)
+    assert not (tmp_path / "adapter").exists()

@@ -78,14 +78,12 @@ class Assistant:
 
 def load_assistant(task: Any, model_dir: Path, adapter_dir: Path | None, guard_file: Path | None) -> Assistant:
     """The merged model in `model_dir`, or the base in `model_dir` with the LoRA adapter in `adapter_dir`."""
-    from medtune.modeling import load_causal_lm, load_tokenizer
+    from medtune.modeling import load_adapter, load_causal_lm, load_tokenizer
     from medtune.scope import ScopeClassifier, ScopeGuard
 
     model = load_causal_lm(model_dir)
     if adapter_dir is not None:
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, adapter_dir).eval()
+        model = load_adapter(model, adapter_dir)
     guard = ScopeGuard(ScopeClassifier.load(guard_file)) if guard_file is not None else None
     return Assistant(model, load_tokenizer(model_dir), task, guard)
 

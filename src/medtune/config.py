@@ -8,13 +8,15 @@ OmegaConf does the type checking; we only turn its errors into `ConfigError`s th
 from __future__ import annotations
 
 import difflib
+import functools
+import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, is_dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from medtune.errors import ConfigError
@@ -22,6 +24,8 @@ from medtune.errors import ConfigError
 PARAMS_FILE = "params.yaml"
 CONF_DIR = "conf"
 LAUNCHERS = ("python", "accelerate")
+SCALARS = {str: "text", int: "an integer", float: "a number", bool: "true or false"}
+PHI_POLICIES = ("error", "warn", "redact")
 
 
 @dataclass
@@ -60,6 +64,7 @@ class ModelConfig:
     name: str = "???"
     weights: WeightsConfig = field(default_factory=WeightsConfig)
     lora_targets: list[str] = field(default_factory=list)
+    allow_pickle: bool = False  # load pickle (.bin/.pt) weights; pickle can run code, so only from a trusted source
     architecture: ArchitectureConfig | None = None  # null: read from weights.path/config.json (medtune plan)
 
 
@@ -94,6 +99,7 @@ class TrainConfig:
     gradient_checkpointing: bool = False
     logging_steps: int = 5
     eval_steps: int = 10
+    checkpoint_steps: int = 20  # a resumable checkpoint every N steps (a multiple of logging_steps); 0: none
     max_length: int | None = None  # tokens per example for every task; None: each task's own max_length
     padding_free: bool = False  # one row per batch, no padding (see medtune.training.make_batch)
     group_by_length: bool = False  # batches of similar lengths: less padding
@@ -177,6 +183,11 @@ class ExportConfig:
 
 
 @dataclass
+class PrivacyConfig:
+    phi: str = "warn"  # what prepare does with a possible identifier (medtune.privacy): error | warn | redact
+
+
+@dataclass
 class Params:
     model: ModelConfig = field(default_factory=ModelConfig)
     peft: PeftConfig = field(default_factory=PeftConfig)
@@ -187,22 +198,64 @@ class Params:
     judge: JudgeConfig = field(default_factory=JudgeConfig)
     scope: ScopeConfig = field(default_factory=ScopeConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
 
 
 def validate(raw: dict[str, Any], source: str = PARAMS_FILE) -> DictConfig:
     """Check `raw` against the schema and return it typed; raise `ConfigError` naming the bad key."""
     schema = OmegaConf.structured(Params)
     try:
+        _check_raw(raw, schema, source)
         cfg = OmegaConf.merge(schema, raw)
         missing = sorted(OmegaConf.missing_keys(cfg))
     except OmegaConfBaseException as err:
         raise _config_error(err, source) from None
+    except RecursionError:  # OmegaConf merges nested lists and mappings recursively
+        raise ConfigError("-", f"{source} nests lists or mappings too deeply") from None
     if missing:
         raise ConfigError(missing[0], f"is required but missing in {source}")
     _check_export(cfg.export, cfg.tasks)
-    if cfg.train.launcher not in LAUNCHERS:
-        raise ConfigError("train.launcher", f"unknown launcher {cfg.train.launcher!r}; use {' or '.join(LAUNCHERS)}")
+    _check_train(cfg.train, "train")
+    if cfg.privacy.phi not in PHI_POLICIES:
+        raise ConfigError("privacy.phi", f"unknown policy {cfg.privacy.phi!r}; use {', '.join(PHI_POLICIES)}")
     return cfg
+
+
+def _check_train(train: DictConfig, key: str) -> None:
+    if train.launcher not in LAUNCHERS:
+        raise ConfigError(f"{key}.launcher", f"unknown launcher {train.launcher!r}; use {' or '.join(LAUNCHERS)}")
+    if train.checkpoint_steps < 0 or train.checkpoint_steps % train.logging_steps:
+        raise ConfigError(
+            f"{key}.checkpoint_steps",
+            f"must be 0 or a multiple of logging_steps ({train.logging_steps}), not {train.checkpoint_steps}: "
+            "a run resumed from a checkpoint then logs the same loss curve as one that was never stopped",
+        )
+
+
+def _check_raw(raw: Any, schema: DictConfig | ListConfig | None, source: str, key: str = "") -> None:
+    """What OmegaConf would report without naming the key, or accept: a value where a section or a list belongs
+    (`train: 5`, `metrics: {}`), a list or mapping where text belongs inside one (`labels: [[O]]`,
+    `columns: {prompt: [a]}`), a key that is not text (`1:`, `null:`, a date), NaN or Infinity (`.nan`, `.inf`)."""
+
+    def fail(where: str, problem: str) -> ConfigError:
+        return ConfigError(where, f"{problem} (in {source})")
+
+    if isinstance(schema, DictConfig) and raw is not None and not isinstance(raw, dict):
+        raise fail(key, f"must be a section of keys, not {type(raw).__name__} {raw!r}")
+    if isinstance(schema, ListConfig) and raw is not None and not isinstance(raw, list):
+        raise fail(key, f"must be a list, not {type(raw).__name__} {raw!r}")
+    if isinstance(raw, float) and not math.isfinite(raw):
+        raise fail(key, f"must be a finite number, not {raw}")
+    if not isinstance(raw, dict | list):
+        return
+    element = schema._metadata.element_type if schema is not None else Any
+    for name, value in raw.items() if isinstance(raw, dict) else enumerate(raw):
+        where = f"{key}[{name}]" if isinstance(raw, list) else f"{key}.{name}" if key else str(name)
+        if isinstance(raw, dict) and not isinstance(name, str):
+            raise fail(where, f"a key must be text, not {type(name).__name__} {name!r}")
+        if element in SCALARS and isinstance(value, dict | list):
+            raise fail(where, f"must be {SCALARS[element]}, not {type(value).__name__} {value!r}")
+        _check_raw(value, _schema_child(schema, name) if isinstance(raw, dict) else None, source, where)
 
 
 def _check_export(export: DictConfig, tasks: DictConfig) -> None:
@@ -228,8 +281,12 @@ def load_params(path: str | Path = PARAMS_FILE) -> DictConfig:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError("-", f"{path} not found; run `medtune params` in the project root") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError("-", f"{path} is not valid UTF-8 (byte {err.start})") from None
     except yaml.YAMLError as err:
         raise ConfigError("-", f"{path} is not valid YAML: {err}") from None
+    except RecursionError:  # PyYAML reads nested lists and mappings recursively
+        raise ConfigError("-", f"{path} nests lists or mappings too deeply") from None
     if not isinstance(raw, dict):
         raise ConfigError("-", f"{path} must hold a mapping at the top level")
     return validate(raw, str(path))
@@ -238,10 +295,12 @@ def load_params(path: str | Path = PARAMS_FILE) -> DictConfig:
 def train_config(params: DictConfig, task: str) -> DictConfig:
     """The global `train` config with the task's own `train` overrides applied (unknown keys are refused)."""
     try:
-        return OmegaConf.merge(params.train, task_config(params, task).train)
+        train = OmegaConf.merge(params.train, task_config(params, task).train)
     except OmegaConfBaseException as err:
         error = _config_error(err, PARAMS_FILE)
         raise ConfigError(f"tasks.{task}.{error.key}", error.problem) from None
+    _check_train(train, f"tasks.{task}.train")
+    return train
 
 
 def quantization_of(peft: DictConfig) -> DictConfig | None:
@@ -312,10 +371,27 @@ def _schema_keys_at(dotted: str) -> list[str]:
     """Valid keys of the schema node at `dotted` (task names under `tasks` are free)."""
     node: Any = OmegaConf.structured(Params)
     for part in [p for p in dotted.split(".") if p]:
-        if isinstance(node, DictConfig) and part in node:
-            node = node[part]
-        elif isinstance(node, DictConfig) and node._metadata.element_type is not Any:  # tasks.<name>
-            node = OmegaConf.structured(node._metadata.element_type)
-        else:
-            return []
+        node = _schema_child(node, part)
     return list(node.keys()) if isinstance(node, DictConfig) else []
+
+
+def _schema_child(node: Any, key: str) -> DictConfig | ListConfig | None:
+    """The schema section or list at `node[key]` (a map of free names, such as columns, is a section), or None
+    where `key` holds a single value. A section that defaults to null (peft.quantization) has its keys in its type."""
+    if not isinstance(node, DictConfig) or node._is_none():
+        return None
+    if key not in node:  # tasks.<name>: the element type of a map of sections
+        element = node._metadata.element_type
+        return _schema_of(element) if is_dataclass(element) else None
+    child = node._get_node(key)
+    if isinstance(child, DictConfig) and child._is_none() and is_dataclass(child._metadata.ref_type):
+        return _schema_of(child._metadata.ref_type)
+    return child if isinstance(child, DictConfig | ListConfig) else None
+
+
+@functools.cache
+def _schema_of(dataclass_type: type) -> DictConfig:
+    """The read-only schema of a config dataclass, built once: OmegaConf takes milliseconds per dataclass."""
+    schema = OmegaConf.structured(dataclass_type)
+    OmegaConf.set_readonly(schema, True)
+    return schema

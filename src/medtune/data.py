@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import random
 import re
+import sys
 import unicodedata
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,6 +26,7 @@ SPLITS = ("train", "validation", "test")
 SFT_FIELDS = ("prompt", "response")
 IOB2_TAG = re.compile(r"^(O|[BI]-[A-Za-z][\w-]*)$")
 WORD = re.compile(r"\w+(?:[-'.]\w+)*|[^\w\s]")  # words (with inner - ' .) and single punctuation marks
+SURROGATE = re.compile("[\ud800-\udfff]")  # JSON can escape half of a UTF-16 pair (\\ud800); UTF-8 cannot hold it
 
 
 def read_rows(data: Any) -> list[Row]:
@@ -31,7 +34,10 @@ def read_rows(data: Any) -> list[Row]:
     if data.source == "local":
         if not data.path:
             raise ConfigError("task.data.path", "is empty; set it to a .jsonl, .json, .csv or .parquet file")
-        return list(read_local_rows(Path(data.path)))
+        rows = list(read_local_rows(Path(data.path)))
+        if not rows:
+            raise DataError(data.path, "has no records")
+        return rows
     if data.source == "hub":
         return read_hub_rows(data.hub_id, data.revision, data.hub_split)
     raise ConfigError("task.data.source", f"unknown source {data.source!r}; use 'local' or 'hub'")
@@ -57,42 +63,105 @@ def read_local_rows(path: Path) -> Iterator[Row]:
         raise DataError(str(path), f"is not valid UTF-8 (byte {err.start})") from None
 
 
-def _jsonl_rows(path: Path) -> Iterator[Row]:
-    with open(path, encoding="utf-8-sig") as f:
+def _text_lines(path: Path, newline: str | None = None) -> Iterator[tuple[int, str]]:
+    """Numbered lines of a UTF-8 text file, without its BOM. A NUL is never in text: the file is UTF-16 or binary
+    and would be read as garbled records, so it is refused at its line."""
+    with open(path, encoding="utf-8-sig", newline=newline) as f:
         for n, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                yield f"{path}:{n}", json.loads(line)
-            except json.JSONDecodeError as err:  # a bad record like any other: `on_invalid` decides
-                yield f"{path}:{n}", DataError(f"{path}:{n}", f"not valid JSON ({err.msg} at column {err.colno})")
+            if "\x00" in line:
+                raise DataError(f"{path}:{n}", "has a NUL byte: the file is binary or UTF-16; save it as UTF-8 text")
+            yield n, line
+
+
+def _parse_json(text: str) -> Any:
+    """`json.loads`, raising only JSONDecodeError (with the position) or ValueError. Python's parser also stops,
+    with other errors, on an integer longer than `int()` takes (4300 digits) and on nesting deeper than its
+    recursion limit: the first is given the position of the long number, the second has none."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        raise
+    except ValueError:
+        number = re.search(rf"\d{{{sys.get_int_max_str_digits() + 1},}}", text)
+        raise json.JSONDecodeError("a number has too many digits", text, number.start() if number else 0) from None
+    except RecursionError:
+        raise ValueError("arrays or objects are nested too deeply") from None
+
+
+def _non_json_problem(value: Any) -> str | None:
+    """What Python's json accepts but JSON does not: NaN and Infinity (also an overflowing number such as 1e999),
+    and an unpaired surrogate escape, which would fail later, when a stage writes the record as UTF-8."""
+    stack = [value]
+    while stack:  # a loop, not recursion: what the parser could nest, this must not overflow on
+        item = stack.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            return f"{item} is not a JSON number"
+        if isinstance(item, str) and SURROGATE.search(item):
+            return "a string has an unpaired surrogate escape (\\ud800-\\udfff), which is not text"
+        if isinstance(item, dict):
+            stack.extend(item)
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return None
+
+
+def _jsonl_rows(path: Path) -> Iterator[Row]:
+    for n, line in _text_lines(path):
+        if not line.strip():
+            continue
+        where = f"{path}:{n}"
+        try:
+            row = _parse_json(line)
+            problem = _non_json_problem(row)
+        except json.JSONDecodeError as err:
+            problem = f"{err.msg} at column {err.colno}"
+        except ValueError as err:
+            problem = str(err)
+        # a bad record like any other: `on_invalid` decides
+        yield where, DataError(where, f"not valid JSON ({problem})") if problem else row
 
 
 def _json_rows(path: Path) -> Iterator[Row]:
     try:
-        rows = json.loads(path.read_text(encoding="utf-8-sig"))
+        rows = _parse_json(path.read_text(encoding="utf-8-sig"))
     except json.JSONDecodeError as err:
         raise DataError(f"{path}:{err.lineno}", f"not valid JSON ({err.msg})") from None
+    except ValueError as err:
+        raise DataError(str(path), f"not valid JSON ({err})") from None
     if not isinstance(rows, list):
         raise DataError(str(path), "a .json dataset must be a list of objects")
     for i, row in enumerate(rows, start=1):
-        yield f"{path} (record {i})", row
+        where = f"{path} (record {i})"
+        problem = _non_json_problem(row)
+        yield where, DataError(where, f"not valid JSON ({problem})") if problem else row
 
 
 def _csv_rows(path: Path) -> Iterator[Row]:
-    with open(path, encoding="utf-8-sig", newline="") as f:
-        reader = csv.DictReader(f)
+    reader = csv.DictReader(line for _, line in _text_lines(path, newline=""))
+    start = 1  # the first line of the record being read
+    try:
+        if reader.fieldnames:  # reads the header
+            start = reader.line_num + 1
         for row in reader:
             # line_num is the last physical line read, so quoted multi-line fields still point at the record
             if None in row:
                 raise DataError(f"{path}:{reader.line_num}", "more fields than the header has")
             yield f"{path}:{reader.line_num}", row
+            start = reader.line_num + 1
+    except csv.Error as err:  # a field over csv's limit (128 KiB) is mostly an unclosed quote eating the file
+        raise DataError(f"{path}:{start}", f"not valid CSV ({err}); is a quote left open?") from None
 
 
 def _parquet_rows(path: Path) -> Iterator[Row]:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    for i, row in enumerate(pq.read_table(path).to_pylist(), start=1):
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowException, OSError) as err:
+        raise DataError(str(path), f"not a readable Parquet file ({err})") from None
+    for i, row in enumerate(table.to_pylist(), start=1):
         yield f"{path} (record {i})", row
 
 
@@ -102,20 +171,19 @@ def _conll_rows(path: Path) -> Iterator[Row]:
     tokens: list[str] = []
     tags: list[str] = []
     start, problem = 0, None
-    with open(path, encoding="utf-8-sig") as f:
-        for n, line in enumerate(f, start=1):
-            parts = line.rstrip("\r\n").split("\t") if "\t" in line else line.split()
-            if not line.strip() or parts[0] == "-DOCSTART-":
-                if tokens or problem:
-                    yield f"{path}:{start}", problem or {"tokens": tokens, "tags": tags}
-                tokens, tags, problem = [], [], None
-                continue
-            start = start if tokens or problem else n
-            if len(parts) < 2:
-                problem = problem or DataError(f"{path}:{n}", "expected `token<TAB>tag`")
-                continue
-            tokens.append(parts[0])
-            tags.append(parts[-1].strip())
+    for n, line in _text_lines(path):
+        parts = line.rstrip("\r\n").split("\t") if "\t" in line else line.split()
+        if not line.strip() or parts[0] == "-DOCSTART-":
+            if tokens or problem:
+                yield f"{path}:{start}", problem or {"tokens": tokens, "tags": tags}
+            tokens, tags, problem = [], [], None
+            continue
+        start = start if tokens or problem else n
+        if len(parts) < 2:
+            problem = problem or DataError(f"{path}:{n}", "expected `token<TAB>tag`")
+            continue
+        tokens.append(parts[0])
+        tags.append(parts[-1].strip())
     if tokens or problem:
         yield f"{path}:{start}", problem or {"tokens": tokens, "tags": tags}
 

@@ -30,3 +30,11 @@ class ConfigError(MedtuneError):
 
 class ModelError(MedtuneError):
     """Base model weights cannot be found or loaded (offline hub, missing package, bad local path)."""
+
+
+class TrainingError(MedtuneError):
+    """Training went wrong in a way the config can fix: a loss or weight that is no longer finite."""
+
+
+class ResourceError(MedtuneError):
+    """The machine lacks what a stage needs (free disk), found before the stage starts writing."""

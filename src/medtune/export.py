@@ -40,7 +40,7 @@ def write_gguf(model_dir: Path, out_file: Path, gguf_type: str, name: str) -> No
     import gguf
     from transformers import AutoConfig
 
-    config = AutoConfig.from_pretrained(model_dir)
+    config = AutoConfig.from_pretrained(model_dir, trust_remote_code=False)
     _check_supported(config, model_dir)
     writer = gguf.GGUFWriter(out_file, arch=gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.LLAMA])
     file_type = {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16}
@@ -96,7 +96,7 @@ def _add_tokenizer(writer: Any, model_dir: Path, vocab_size: int) -> None:
     import gguf
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=False)
     by_id = {i: token for token, i in tokenizer.get_vocab().items()}
     special = {token.content for token in tokenizer.added_tokens_decoder.values() if token.special}
     added = {token.content for token in tokenizer.added_tokens_decoder.values()}
@@ -196,7 +196,7 @@ def gguf_logit_check(model: Any, gguf_file: Path, probe: list[list[int]]) -> dic
     from transformers import AutoModelForCausalLM
 
     loaded = AutoModelForCausalLM.from_pretrained(
-        gguf_file.parent, gguf_file=gguf_file.name, dtype=torch.float32
+        gguf_file.parent, gguf_file=gguf_file.name, dtype=torch.float32, trust_remote_code=False
     ).eval()
     max_diff = max_logit = 0.0
     same_top1 = total = 0

@@ -1,15 +1,18 @@
 """Reading and atomically writing stage outputs.
 
 Every stage output is written to a temporary sibling and renamed into place, so a killed stage never
-leaves a file or folder that DVC or the next stage would take as a valid result.
+leaves a file or folder that DVC or the next stage would take as a valid result. A SIGKILL leaves the temporary
+sibling behind (`.name.tmp-*`, which no stage reads); the next write of the same path deletes it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import csv
+import glob
 import io
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -17,12 +20,16 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from medtune.errors import ResourceError
+
+log = logging.getLogger(__name__)
+
 
 @contextlib.contextmanager
 def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Yield an empty temporary folder next to `path`; on success it replaces `path`, on error it is removed."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_leftovers(path)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     try:
         yield tmp
@@ -37,7 +44,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
 def atomic_write_text(path: str | Path, text: str) -> None:
     """Write `text` to `path` through a temporary file and an atomic rename."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_leftovers(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
@@ -46,6 +53,32 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def check_free_space(path: str | Path, needed_bytes: float, what: str) -> None:
+    """Fail before writing `what` (about `needed_bytes`, plus a 10% margin) to `path` when its disk has less free:
+    a disk that fills up in the middle of a multi-GB save fails late, with an error that does not say why."""
+    folder = Path(path).absolute()
+    while not folder.exists():
+        folder = folder.parent
+    free = shutil.disk_usage(folder).free
+    if free < needed_bytes * 1.1:
+        raise ResourceError(
+            f"{what} needs about {_size(needed_bytes)} in {path}, but its disk has {_size(free)} free. Free some "
+            "space (`dvc gc --workspace` drops cached outputs no commit uses) or move the project."
+        )
+    log.info("%s: about %s to write, %s free", what, _size(needed_bytes), _size(free))
+
+
+def _size(n: float) -> str:
+    return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
+
+
+def _remove_leftovers(path: Path) -> None:
+    """Create the parent folder; delete what a killed earlier write of `path` left behind."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for leftover in path.parent.glob(f".{glob.escape(path.name)}.tmp-*"):
+        shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
 
 
 def dumps_json(obj: Any) -> str:

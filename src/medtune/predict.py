@@ -29,6 +29,8 @@ def read_inputs(path: Path) -> list[dict]:
         if not isinstance(row, dict) or not isinstance(row.get("text"), str):
             raise DataError(where, 'expected an object with a text field "text"')
         row = {"id": f"line-{n}", **row}
+        if isinstance(row["id"], bool) or not isinstance(row["id"], str | int):  # ids are compared on a rerun
+            raise DataError(where, f'field "id" must be a string or an integer, not {type(row["id"]).__name__}')
         if row["id"] in seen:
             raise DataError(where, f"duplicate id {row['id']!r}")
         seen.add(row["id"])

@@ -61,7 +61,8 @@ class MetricChange:
 
 def headline_metrics(metric_files: dict[str, Any]) -> dict[str, dict[str, float]]:
     """`{task: {metric: value}}` from DVC's metrics data of one revision: the fine-tuned model's scores in
-    metrics/<task>/eval.json (nested names dotted) and the final validation loss of metrics/<task>/train.json.
+    metrics/<task>/eval.json (nested names dotted), its speed in eval_resources.json and the final validation loss
+    of metrics/<task>/train.json.
     Only metrics with a direction are headline metrics (counts such as `examples` are context), and of the
     per-type scores only F1."""
     tasks: dict[str, dict[str, float]] = {}
@@ -70,7 +71,7 @@ def headline_metrics(metric_files: dict[str, Any]) -> dict[str, dict[str, float]
         if len(parts) != 3 or parts[0] != "metrics" or "data" not in content:
             continue
         task, name = parts[1], parts[2]
-        if name == "eval.json":
+        if name in ("eval.json", "eval_resources.json"):
             values = flatten(content["data"].get("finetuned", {}))
         elif name == "train.json":
             values = {"eval_loss": content["data"].get("eval_loss")}

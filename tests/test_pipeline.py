@@ -8,6 +8,7 @@ experiments against the baseline.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -171,13 +172,18 @@ def output_key(path: str) -> str:
     return "/".join(parts)
 
 
-def written_paths(clone: Path) -> set[str]:
-    """Files and folders under the output locations of the ner chain (os.walk: the stages rename folders while it
-    looks, and it skips what vanished)."""
-    paths = set()
+def written_paths(clone: Path) -> dict[str, tuple[int, int]]:
+    """Files and folders under the output locations of the ner chain, each with its inode and (files) modification
+    time: an output DVC deletes and the stage writes again is a new one. os.walk: the stages rename folders while it
+    looks, and it skips what vanished."""
+    paths = {}
     for top in ("data/prepared", "data/tokenized", "models", "metrics/ner"):
         for folder, dirs, files in os.walk(clone / top):
-            paths.update(str((Path(folder) / name).relative_to(clone)) for name in dirs + files)
+            for name in dirs + files:
+                with contextlib.suppress(FileNotFoundError):
+                    stat = (Path(folder) / name).stat()
+                    changed = stat.st_mtime_ns if name in files else 0  # a folder's changes with every file in it
+                    paths[str((Path(folder) / name).relative_to(clone))] = (stat.st_ino, changed)
     return paths
 
 
@@ -190,7 +196,8 @@ def kill_when_an_output_starts(clone: Path, killed: set[str], timeout_s: float =
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
     deadline = time.monotonic() + timeout_s
     while build.poll() is None and time.monotonic() < deadline:
-        fresh = {output_key(path) for path in written_paths(clone) - before} - killed
+        now = written_paths(clone)
+        fresh = {output_key(p) for p in now if now[p] != before.get(p) and p.count("/") >= 2} - killed
         if fresh:
             os.killpg(build.pid, signal.SIGKILL)
             build.wait()

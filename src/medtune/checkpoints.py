@@ -53,7 +53,7 @@ def resume_point(folder: Path, run: str) -> Path | None:
         for path in folder.glob(f"{PREFIX}*"):
             if path != keep:
                 shutil.rmtree(path)
-        write_json(state_file, {"fingerprint": run, "step": state["step"] if keep else None})
+        record(folder, run, state["step"] if keep else None)
     if keep is not None:
         log.info("Resuming training from %s (saved by an interrupted run of this configuration)", keep)
     return keep
@@ -63,7 +63,12 @@ def finish(folder: Path, run: str) -> None:
     """The run is done: its adapter is saved, so the checkpoints go."""
     for path in folder.glob(f"{PREFIX}*"):
         shutil.rmtree(path)
-    write_json(folder / STATE, {"fingerprint": run, "step": None})
+    record(folder, run, None)
+
+
+def record(folder: Path, run: str, step: int | None) -> None:
+    """state.json: the fingerprint of the run and its last complete checkpoint (None: none to resume from)."""
+    write_json(folder / STATE, {"fingerprint": run, "step": step})
 
 
 class RecordCheckpoints(TrainerCallback):
@@ -74,5 +79,5 @@ class RecordCheckpoints(TrainerCallback):
 
     def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
         if state.is_world_process_zero:
-            write_json(self.folder / STATE, {"fingerprint": self.run, "step": state.global_step})
+            record(self.folder, self.run, state.global_step)
         return control

@@ -311,12 +311,14 @@ def train_adapter(
     from peft import get_peft_model
     from transformers import Trainer, TrainingArguments, set_seed
 
-    inputs = {"kind": kind, "peft": peft, "train": train, "targets": lora_targets, "labels": labels, "seed": seed}
-    run = checkpoints.fingerprint(
-        {**_plain(inputs), "train_examples": train_examples, "eval_examples": eval_examples},
-        [p for p in Path(base_dir).iterdir() if p.is_file()],
-    )
-    resume = checkpoints.resume_point(checkpoint_dir, run) if checkpoint_dir else None
+    run = resume = None
+    if checkpoint_dir:  # the fingerprint reads every base model file: only a resumable run needs it
+        inputs = {"kind": kind, "peft": peft, "train": train, "targets": lora_targets, "labels": labels, "seed": seed}
+        run = checkpoints.fingerprint(
+            {**_plain(inputs), "train_examples": train_examples, "eval_examples": eval_examples},
+            [p for p in Path(base_dir).iterdir() if p.is_file()],
+        )
+        resume = checkpoints.resume_point(checkpoint_dir, run)
     set_seed(seed)  # before the model exists, so LoRA (and head) init is reproducible
     causal = kind == "sft"
     model = load_base_for_training(kind, base_dir, labels, peft, train, seed)
@@ -340,8 +342,8 @@ def train_adapter(
     results, resources = _train_and_save(trainer, adapter_dir, resume)
     if trainer.is_world_process_zero():
         write_curves(trainer.state.log_history, live_dir)
-    if checkpoint_dir and trainer.is_world_process_zero():
-        checkpoints.finish(checkpoint_dir, run)
+        if checkpoint_dir:
+            checkpoints.finish(checkpoint_dir, run)
     return results, resources
 
 

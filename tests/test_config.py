@@ -85,3 +85,10 @@ def test_an_unknown_launcher_is_refused():
     raw["train"]["launcher"] = "torchrun"
     with pytest.raises(ConfigError, match=r"train\.launcher.*use python or accelerate"):
         validate(raw)
+
+
+def test_an_unknown_attention_implementation_is_refused_by_name():
+    raw = _params()
+    raw["train"]["attn_implementation"] = "flash"
+    with pytest.raises(ConfigError, match=r"train\.attn_implementation.*'flash'.*use eager, sdpa"):
+        validate(raw)

@@ -24,6 +24,7 @@ from medtune.config import (
     ModelConfig,
     PeftConfig,
     QuantizationConfig,
+    TrainConfig,
     WeightsConfig,
     compose_params,
     load_params,
@@ -35,6 +36,7 @@ from medtune.plan import (
     PROJECTIONS,
     TrainingSetup,
     architecture_of,
+    base_weight_bytes,
     lora_parameter_count,
     parameter_count,
     plan_memory,
@@ -44,6 +46,7 @@ from medtune.plan import (
 )
 
 TOLERANCE = 0.20
+TARGETS = ("q_proj", "v_proj")  # LoRA on two projections: the others stay frozen as stored
 GB = 1e9
 
 # config.json of meta-llama/Llama-2-7b-hf and mistralai/Mistral-7B-v0.1 (the models of the published recipes)
@@ -103,19 +106,35 @@ def test_a_local_model_folder_gives_its_architecture_and_a_hub_id_alone_gives_a_
         architecture_of(OmegaConf.structured(hub_only))
 
 
-@pytest.mark.parametrize(("dtype", "method"), [("float32", "lora"), ("bfloat16", "lora"), ("bfloat16", "qlora")])
-def test_training_keeps_unquantized_base_weights_in_the_bytes_the_planner_assumes(dtype, method, tmp_path):
-    # lora: the stored dtype (fp32 SmolLM2, bf16 7B-12B); qlora: fp32 after prepare_model_for_kbit_training.
-    from medtune.training import load_base_for_training
+@pytest.mark.parametrize(
+    ("dtype", "method", "bf16"),
+    [("float32", "lora", True), ("float32", "lora", False), ("bfloat16", "lora", True), ("bfloat16", "qlora", True)],
+)
+def test_training_keeps_the_frozen_base_weights_in_the_bytes_the_planner_assumes(dtype, method, bf16, tmp_path):
+    # lora: the stored dtype (fp32 SmolLM2, bf16 7B-12B), the LoRA targets' weights in bf16 under bf16 autocast;
+    # qlora: what bitsandbytes leaves unquantized is fp32 after prepare_model_for_kbit_training.
+    from medtune.training import trainable_model
 
-    build_base_model(OmegaConf.structured(WeightsConfig(source="tiny-random", dtype=dtype)), tmp_path)
-    peft = OmegaConf.structured(
-        PeftConfig(method=method, quantization=QuantizationConfig() if method == "qlora" else None)
+    weights = OmegaConf.structured(WeightsConfig(source="tiny-random", dtype=dtype))
+    build_base_model(weights, tmp_path)
+    quantization = QuantizationConfig() if method == "qlora" else None
+    peft = OmegaConf.structured(PeftConfig(method=method, quantization=quantization))
+    model = trainable_model("sft", tmp_path, [], peft, OmegaConf.structured(TrainConfig(bf16=bf16)), TARGETS, seed=0)
+
+    frozen = [p for p in model.parameters() if not p.requires_grad and type(p).__name__ != "Params4bit"]
+    if method == "qlora":
+        assert {p.element_size() for p in frozen} == {training_weight_bytes(dtype, method)}
+        return
+    setup = TrainingSetup(
+        architecture=tiny_random_architecture(weights),
+        lora_targets=TARGETS,
+        rank=8,
+        batch_size=1,
+        seq_len=1,
+        weight_bytes=training_weight_bytes(dtype, method),
+        autocast=bf16,
     )
-    train = OmegaConf.create({"gradient_checkpointing": False})
-    model = load_base_for_training("sft", tmp_path, [], peft, train, seed=0)
-    unquantized = {p.element_size() for p in model.parameters() if type(p).__name__ != "Params4bit"}
-    assert unquantized == {training_weight_bytes(dtype, method)}
+    assert sum(p.numel() * p.element_size() for p in frozen) == base_weight_bytes(setup)
 
 
 # SmolLM2's layer shape (2 layers, the tiny model's 264-word vocabulary), built offline in a second.
@@ -143,27 +162,29 @@ def saved_for_backward(model, batch: dict, bf16: bool) -> int:
 
 
 @pytest.mark.parametrize(
-    ("dtype", "bf16", "padding_free"),
+    ("dtype", "bf16", "padding_free", "attention"),
     [
-        ("float32", True, False),  # SmolLM2 as params.yaml trains it: bf16 autocast over fp32 weights
-        ("float32", False, False),
-        ("float32", True, True),
-        ("bfloat16", True, False),  # the 7B-12B models: bf16 weights, no weight copies
-        ("bfloat16", False, False),  # ... on a GPU without bf16 autocast: peft's fp32 copies of the LoRA inputs
+        ("float32", True, False, "eager"),  # SmolLM2 as train=cpu trains it: bf16 autocast over fp32 weights
+        ("float32", True, False, "sdpa"),
+        ("float32", False, False, "sdpa"),
+        ("float32", True, True, "sdpa"),
+        ("float32", True, True, "eager"),
+        ("bfloat16", True, False, "sdpa"),  # the 7B-12B models as train=gpu trains them: bf16 weights
+        ("bfloat16", False, False, "sdpa"),  # ... on a GPU without bf16 autocast: peft's fp32 copies of LoRA inputs
     ],
 )
-def test_activations_are_what_autograd_saves_in_the_train_stages_forward_pass(dtype, bf16, padding_free, tmp_path):
+def test_activations_are_what_autograd_saves_in_the_train_stages_forward_pass(
+    dtype, bf16, padding_free, attention, tmp_path
+):
     # The train stage's model and batch: the base as stored + peft LoRA on all projections, 4 examples of 61 to 64
     # tokens (so a padded batch has padding and gets a mask), padded or in one padding-free row.
-    from peft import get_peft_model
-
-    from medtune.training import load_base_for_training, lora_config, make_batch
+    from medtune.training import make_batch, trainable_model
 
     weights = WeightsConfig(source="tiny-random", dtype=dtype, **SMOLLM2_LAYERS)
     build_base_model(OmegaConf.structured(weights), tmp_path)
     peft = OmegaConf.structured(PeftConfig(r=8, dropout=0.0))
-    train = OmegaConf.create({"gradient_checkpointing": False})
-    model = get_peft_model(load_base_for_training("sft", tmp_path, [], peft, train, 0), lora_config(peft, PROJECTIONS))
+    train = OmegaConf.structured(TrainConfig(bf16=bf16, attn_implementation=attention))
+    model = trainable_model("sft", tmp_path, [], peft, train, list(PROJECTIONS), seed=0)
     model.train()
     examples = [{"input_ids": list(range(3 + i, 67)), "labels": list(range(3 + i, 67))} for i in range(4)]
     measured = saved_for_backward(model, make_batch(examples, causal=True, padding_free=padding_free), bf16)
@@ -177,6 +198,7 @@ def test_activations_are_what_autograd_saves_in_the_train_stages_forward_pass(dt
         weight_bytes=training_weight_bytes(dtype, "lora"),
         autocast=bf16,
         padding_free=padding_free,
+        attention=attention,
     )
     # 2-8% above what is saved, within 15%: the plan leaves out small tensors (RoPE tables, attention log-sum-exp,
     # the LoRA weights' bf16 copies) and counts k and v repeated to every head, as transformers does with a mask but
@@ -324,10 +346,13 @@ def test_the_config_keys_that_decide_memory_change_the_plan(tmp_path):
         params = load_params(compose_params(ROOT, list(overrides), out=tmp_path / "params.yaml"))
         return plan_memory(setup_from_params(params)[0])
 
-    default = plan()  # SmolLM2: stored in fp32, bf16 autocast, padded batches
-    assert plan("train.bf16=false").activations > default.activations  # fp32 activations, no bf16 weight copies
-    bf16_stored = plan("model.weights.dtype=bfloat16")  # trained as stored: half the bytes, no autocast copies
-    assert bf16_stored.base_weights * 2 == default.base_weights and bf16_stored.activations < default.activations
+    default = plan()  # SmolLM2: stored in fp32, bf16 autocast (LoRA targets' weights in bf16), padded, eager
+    fp32 = plan("train.bf16=false")
+    assert fp32.activations > default.activations  # fp32 activations
+    bf16_stored = plan("model.weights.dtype=bfloat16")  # trained as stored: embeddings and norms in bf16 too
+    assert bf16_stored.base_weights < default.base_weights < fp32.base_weights == 2 * bf16_stored.base_weights
+    assert bf16_stored.activations < default.activations
+    assert plan("train.attn_implementation=sdpa").activations < default.activations  # no attention matrices kept
     no_autocast = plan("model.weights.dtype=bfloat16", "train.bf16=false")  # LoRA inputs copied to fp32, not bf16
     assert no_autocast.activations > bf16_stored.activations and no_autocast.base_weights == bf16_stored.base_weights
     assert plan("train.padding_free=true").activations > default.activations  # a t x t mask, not batch x s x s

@@ -29,9 +29,11 @@ def sft_examples(lengths: list[int], prompt: int = 4) -> list[dict]:
     return examples
 
 
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
 @pytest.mark.parametrize("padding_free", [False, True])
-def test_a_batch_has_the_loss_of_its_examples_scored_one_by_one(tiny_model_dir, padding_free):
+def test_a_batch_has_the_loss_of_its_examples_scored_one_by_one(tiny_model_dir, padding_free, attention):
     model = load_causal_lm(tiny_model_dir).eval()
+    model.set_attn_implementation(attention)  # train.attn_implementation: eager on CPU, sdpa on GPU
     examples = sft_examples([7, 12, 9])
     with torch.no_grad():
         one_by_one = [
@@ -79,10 +81,12 @@ def test_a_padding_free_token_classification_batch_gives_each_token_its_own_logi
 
 @pytest.mark.parametrize("kind", ["sft", "token_classification"])
 def test_the_base_trains_in_the_dtype_it_is_stored_in_and_what_trains_is_fp32(kind, tmp_path):
-    """A 7B base stored in bf16 must not be upcast to fp32 (twice the memory); adapters and a new head train in fp32."""
+    """A 7B base stored in bf16 must not be upcast to fp32 (twice the memory); adapters and a new head train in fp32.
+    It also trains with the attention implementation the config names."""
     build_base_model(OmegaConf.structured(WeightsConfig(source="tiny-random", dtype="bfloat16")), tmp_path)
-    peft, train = OmegaConf.structured(PeftConfig()), OmegaConf.structured(TrainConfig())
+    peft, train = OmegaConf.structured(PeftConfig()), OmegaConf.structured(TrainConfig(attn_implementation="eager"))
     base = load_base_for_training(kind, tmp_path, ["O", "B-Disease", "I-Disease"], peft, train, seed=0)
+    assert base.config._attn_implementation == "eager"
     model = get_peft_model(base, lora_config(peft, TARGETS, kind))
 
     frozen = {p.dtype for name, p in model.named_parameters() if not p.requires_grad and "score" not in name}
@@ -122,12 +126,12 @@ def test_a_run_shorter_than_the_logging_interval_still_writes_its_loss_curves(ti
     assert results["steps"] == 2
 
 
-def test_frozen_weights_in_bf16_train_exactly_as_autocast_does(tiny_model_dir, tmp_path, monkeypatch, caplog):
-    """The speed-up of `frozen_weights_in_bf16` changes no number: autocast computes the same bf16 copies."""
+def test_skipping_autocast_copies_trains_exactly_as_autocast_does(tiny_model_dir, tmp_path, monkeypatch, caplog):
+    """The speed-up of `skip_autocast_copies` changes no number: autocast computes the same bf16 copies."""
     caplog.set_level(logging.INFO, logger="medtune.training")
     cast = train_tiny(tiny_model_dir, tmp_path / "cast", max_steps=4, bf16=True)
-    assert "Frozen projection weights stored in bf16: 14 layers" in caplog.text  # 2 layers x 7 projections
-    monkeypatch.setattr("medtune.training.frozen_weights_in_bf16", lambda model: 0)
+    assert "skip repeated autocast casts: 14" in caplog.text  # 2 layers x 7 projections
+    monkeypatch.setattr("medtune.training.skip_autocast_copies", lambda model: 0)
     autocast_only = train_tiny(tiny_model_dir, tmp_path / "autocast", max_steps=4, bf16=True)
 
     assert cast == autocast_only

@@ -24,6 +24,7 @@ from medtune.errors import ConfigError
 PARAMS_FILE = "params.yaml"
 CONF_DIR = "conf"
 LAUNCHERS = ("python", "accelerate")
+ATTENTION = ("eager", "sdpa", "flash_attention_2")  # transformers' attn_implementation values medtune trains with
 SCALARS = {str: "text", int: "an integer", float: "a number", bool: "true or false"}
 PHI_POLICIES = ("error", "warn", "redact")
 
@@ -103,6 +104,7 @@ class TrainConfig:
     max_length: int | None = None  # tokens per example for every task; None: each task's own max_length
     padding_free: bool = False  # one row per batch, no padding (see medtune.training.make_batch)
     group_by_length: bool = False  # batches of similar lengths: less padding
+    attn_implementation: str = "sdpa"  # eager | sdpa | flash_attention_2 (see conf/train/cpu.yaml for eager)
     launcher: str = "python"  # python: one process | accelerate: `accelerate launch` with accelerate_config
     accelerate_config: str = "conf/accelerate/ddp_cpu.yaml"
 
@@ -224,6 +226,11 @@ def validate(raw: dict[str, Any], source: str = PARAMS_FILE) -> DictConfig:
 def _check_train(train: DictConfig, key: str) -> None:
     if train.launcher not in LAUNCHERS:
         raise ConfigError(f"{key}.launcher", f"unknown launcher {train.launcher!r}; use {' or '.join(LAUNCHERS)}")
+    if train.attn_implementation not in ATTENTION:
+        raise ConfigError(
+            f"{key}.attn_implementation",
+            f"unknown attention {train.attn_implementation!r}; use {', '.join(ATTENTION)}",
+        )
     if train.checkpoint_steps < 0 or train.checkpoint_steps % train.logging_steps:
         raise ConfigError(
             f"{key}.checkpoint_steps",

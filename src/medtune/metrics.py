@@ -3,6 +3,8 @@
 `TEXT_METRICS` maps the names a task config lists under `metrics:` to functions of
 (sources, predictions, references) -> float; `score_texts` computes the ones a task asks for.
 SARI is implemented here because `evaluate.load("sari")` fetches its script from the hub and fails offline.
+The scoring libraries are imported where they are used: rouge_score pulls in nltk (~2.5 s), and the merge,
+export and report stages import this module only for `direction`.
 """
 
 from __future__ import annotations
@@ -10,11 +12,6 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Callable
-
-import sacrebleu
-import textstat
-from rouge_score import rouge_scorer
-from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
 
 from medtune.errors import ConfigError
 
@@ -29,6 +26,8 @@ _DISCLAIMER = re.compile(
 
 def rouge_l(predictions: list[str], references: list[str]) -> float:
     """Mean ROUGE-L F1 (0-1, Porter stemming) of each prediction against its reference."""
+    from rouge_score import rouge_scorer
+
     _check_lengths(predictions, references)
     scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
     scores = [scorer.score(ref, pred)["rougeL"].fmeasure for pred, ref in zip(predictions, references, strict=True)]
@@ -37,6 +36,8 @@ def rouge_l(predictions: list[str], references: list[str]) -> float:
 
 def bleu(predictions: list[str], references: list[str]) -> float:
     """Corpus BLEU (0-100) with sacrebleu's defaults (13a tokenization, one reference per prediction)."""
+    import sacrebleu
+
     _check_lengths(predictions, references)
     return sacrebleu.corpus_bleu(predictions, [references]).score
 
@@ -54,6 +55,8 @@ def sari(sources: list[str], predictions: list[str], references: list[list[str]]
 
 
 def _sari_sentence(source: str, prediction: str, references: list[str]) -> float:
+    from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
+
     tokenize = Tokenizer13a()
     src, pred = tokenize(source.lower()).split(), tokenize(prediction.lower()).split()
     refs = [tokenize(r.lower()).split() for r in references]
@@ -96,6 +99,8 @@ def _f1(precision: float, recall: float) -> float:
 
 def fkgl(texts: list[str]) -> float:
     """Mean Flesch-Kincaid grade level (textstat) of the texts: lower is easier to read."""
+    import textstat
+
     if not texts:
         raise ValueError("no texts to score")
     return sum(textstat.flesch_kincaid_grade(t) for t in texts) / len(texts)

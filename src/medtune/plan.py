@@ -60,6 +60,7 @@ class TrainingSetup:
     adapter_bytes: int = 4  # peft keeps LoRA weights in fp32; their gradients and AdamW states follow their dtype
     lora_dropout: bool = False
     padding_free: bool = False  # False: a row per example and a padding mask; True: one row, a block-diagonal mask
+    attention: str = "sdpa"  # train.attn_implementation: eager also keeps every layer's attention matrix
     gradient_checkpointing: bool = False
     loss: str = "fp32"  # see logits_bytes
 
@@ -181,11 +182,17 @@ def compute_bytes(setup: TrainingSetup) -> int:
 
 
 def autocast_copies(setup: TrainingSetup) -> bool:
-    """Whether each frozen matmul keeps a 16-bit copy of its weight: under bf16 autocast (train.bf16) over weights
-    stored in fp32, autocast casts the weight for every matmul and the matmul keeps the copy to compute its input's
-    gradient. 16-bit weights are used as they are. (fp16-stored weights under bf16 autocast would be copied too; no
-    conf/model stores fp16, and the planner does not tell fp16 from bf16.)"""
+    """Whether a frozen fp32 matmul weight (the LM head, a projection without LoRA) keeps a 16-bit copy: under bf16
+    autocast (train.bf16) over weights stored in fp32, autocast casts the weight for every matmul and the matmul
+    keeps the copy to compute its input's gradient. 16-bit weights are used as they are. (fp16-stored weights under
+    bf16 autocast would be copied too; no conf/model stores fp16, and the planner does not tell fp16 from bf16.)"""
     return setup.autocast and setup.weight_bytes == 4
+
+
+def projection_weight_bytes(setup: TrainingSetup, name: str) -> int:
+    """Bytes per weight of an unquantized frozen projection: a LoRA target under bf16 autocast is stored in bf16
+    (`training.skip_autocast_copies`), any other projection keeps `weight_bytes`."""
+    return 2 if setup.autocast and name in setup.lora_targets else setup.weight_bytes
 
 
 def attention_mask_elements(setup: TrainingSetup) -> int:
@@ -202,15 +209,17 @@ def attention_mask_elements(setup: TrainingSetup) -> int:
 
 
 def base_weight_bytes(setup: TrainingSetup) -> int:
-    """The frozen base model: every weight at `weight_bytes`, or the decoder projections in bitsandbytes' format
-    and the rest (embeddings, LM head, norms) still at `weight_bytes`."""
+    """The frozen base model: the decoder projections at `projection_weight_bytes` or in bitsandbytes' format, and
+    the rest (embeddings, LM head, norms) at `weight_bytes`."""
     arch = setup.architecture
     if setup.quant_bits is None:
-        return round(parameter_count(arch) * setup.weight_bytes)
-    per_layer = sum(
-        quantized_bytes(n_in, n_out, setup.quant_bits, setup.double_quant)
-        for n_in, n_out in projection_shapes(arch).values()
-    )
+        shapes = projection_shapes(arch).items()
+        per_layer = sum(n_in * n_out * projection_weight_bytes(setup, name) for name, (n_in, n_out) in shapes)
+    else:
+        per_layer = sum(
+            quantized_bytes(n_in, n_out, setup.quant_bits, setup.double_quant)
+            for n_in, n_out in projection_shapes(arch).values()
+        )
     return round(arch.num_hidden_layers * per_layer + unquantized_parameters(arch) * setup.weight_bytes)
 
 
@@ -229,19 +238,31 @@ def layer_activation_bytes(setup: TrainingSetup) -> int:
       additive one in each layer and its kernel keeps it;
     - the MLP's gate output, its SiLU and the up output (bitsandbytes returns its input's dtype: fp32 in qlora);
     - the inputs of projections something differentiates through (`projection_input_bytes`);
-    - with `autocast_copies`, the bf16 copy of every frozen projection weight (2 bytes each).
+    - with `autocast_copies`, the bf16 copy of every frozen fp32 projection weight (2 bytes each);
+    - with eager attention, each layer's attention matrix: the fp32 softmax and the probabilities in the compute
+      dtype (`eager_attention_bytes`); SDPA keeps no matrix, but keeps the additive mask.
     """
     arch, a = setup.architecture, compute_bytes(setup)
     t, h, i = setup.batch_size * setup.seq_len, arch.hidden_size, arch.intermediate_size
     mlp_bytes = setup.weight_bytes if setup.quant_bits is not None else a
     total = 2 * t * h * 4 + 4 * t * arch.num_attention_heads * head_dim(arch) * a + 3 * t * i * mlp_bytes
-    total += attention_mask_elements(setup) * a
+    total += eager_attention_bytes(setup) if setup.attention == "eager" else attention_mask_elements(setup) * a
     group_input_bytes = (setup.weight_bytes, a, setup.weight_bytes, mlp_bytes)  # norm outputs, SDPA out, SiLU*up
     for group, input_bytes in zip(INPUT_GROUPS, group_input_bytes, strict=True):
         total += projection_input_bytes(setup, group, input_bytes)
     if setup.quant_bits is None and autocast_copies(setup):
-        total += 2 * sum(n_in * n_out for n_in, n_out in projection_shapes(arch).values())
+        shapes = projection_shapes(arch).items()
+        total += 2 * sum(n_in * n_out for name, (n_in, n_out) in shapes if name not in setup.lora_targets)
     return round(total)
+
+
+def eager_attention_bytes(setup: TrainingSetup) -> int:
+    """What eager attention keeps per layer: the softmax output in fp32 (for its backward) and, under bf16 compute,
+    its copy in the compute dtype (for the matmul with v); one matrix per query head and row, a padding-free row's
+    over all its tokens."""
+    rows, length = (1, setup.batch_size * setup.seq_len) if setup.padding_free else (setup.batch_size, setup.seq_len)
+    a = compute_bytes(setup)
+    return rows * setup.architecture.num_attention_heads * length**2 * (4 + (a if a != 4 else 0))
 
 
 def projection_input_bytes(setup: TrainingSetup, group: tuple[str, ...], input_bytes: float) -> float:
@@ -250,13 +271,15 @@ def projection_input_bytes(setup: TrainingSetup, group: tuple[str, ...], input_b
     in the compute dtype: peft casts the input to the adapter's dtype (and autocast back), LoRA dropout draws a new
     tensor (plus a 1-byte mask), bitsandbytes casts an fp32 input to its compute dtype. Each LoRA A's r-wide
     output is kept too. LoRA keeps these in the compute dtype under autocast (which casts them back for the
-    matmul), in the adapter's dtype without it."""
+    matmul), in the adapter's dtype without it. Under autocast, plain LoRA skips peft's cast
+    (`training.skip_autocast_copies`): a LoRA A then copies only an input autocast has to cast."""
     a, t = compute_bytes(setup), setup.batch_size * setup.seq_len
     lora_bytes = a if setup.autocast else setup.adapter_bytes
     n_in = projection_shapes(setup.architecture)[group[0]][0]
     lora = sum(name in setup.lora_targets for name in group)
     quantized = len(group) if setup.quant_bits is not None else 0
-    lora_copies = setup.lora_dropout or setup.adapter_bytes != a or input_bytes != a
+    peft_casts = setup.adapter_bytes != a and not (setup.autocast and setup.quant_bits is None)
+    lora_copies = setup.lora_dropout or peft_casts or input_bytes != a
     quantized_copies = input_bytes != a
     copied = lora * lora_copies * lora_bytes + quantized * quantized_copies * a
     shared = (lora and not lora_copies) or (quantized and not quantized_copies)
@@ -379,6 +402,7 @@ def setup_from_params(params: DictConfig) -> tuple[TrainingSetup, str]:
         autocast=train.bf16,
         lora_dropout=peft.dropout > 0,
         padding_free=train.padding_free,
+        attention=train.attn_implementation,
         gradient_checkpointing=train.gradient_checkpointing,
     )
     return setup, task

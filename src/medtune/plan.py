@@ -455,6 +455,8 @@ def _weights_note(setup: TrainingSetup) -> str:
     params = f"{parameter_count(arch) / 1e9:.2f}B parameters"
     rest = f"{8 * setup.weight_bytes:.0f}-bit"
     if setup.quant_bits is None:
-        return f"{params}, {rest}"
+        if all(projection_weight_bytes(setup, name) == setup.weight_bytes for name in PROJECTIONS):
+            return f"{params}, {rest}"
+        return f"{params}: LoRA-targeted projections 16-bit (bf16 autocast), the rest {rest}"
     fmt = "NF4" + (" + double quant" if setup.double_quant else "") if setup.quant_bits == 4 else "int8"
     return f"{params}: projections {fmt}, embeddings/head/norms {rest}"

@@ -42,6 +42,7 @@ from transformers import TrainerCallback
 from medtune import checkpoints
 from medtune.config import quantization_of
 from medtune.errors import ConfigError, TrainingError
+from medtune.generation import target_positions
 from medtune.io import read_json, write_json
 from medtune.modeling import SAFE_LOADING, device, load_token_classifier
 from medtune.tasks import IGNORE_INDEX
@@ -202,11 +203,6 @@ def _labels(example: dict, causal: bool) -> list[int]:
 
 def _pad(values: list[int], length: int, fill: int) -> list[int]:
     return values + [fill] * (length - len(values))
-
-
-def target_positions(labels: torch.Tensor) -> torch.Tensor:
-    """Sequence positions whose next token is a target in at least one row: where the LM head must run."""
-    return (labels[:, 1:] != IGNORE_INDEX).any(dim=0).nonzero().squeeze(1)
 
 
 def completion_loss(outputs: Any, labels: torch.Tensor, num_items_in_batch: Any = None) -> torch.Tensor:

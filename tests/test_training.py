@@ -126,13 +126,15 @@ def test_a_run_shorter_than_the_logging_interval_still_writes_its_loss_curves(ti
     assert results["steps"] == 2
 
 
-def test_skipping_autocast_copies_trains_exactly_as_autocast_does(tiny_model_dir, tmp_path, monkeypatch, caplog):
+@pytest.mark.parametrize("stored", ["float32", "bfloat16"])  # SmolLM2 / the 7B-12B models
+def test_skipping_autocast_copies_trains_exactly_as_autocast_does(stored, tmp_path, monkeypatch, caplog):
     """The speed-up of `skip_autocast_copies` changes no number: autocast computes the same bf16 copies."""
+    build_base_model(OmegaConf.structured(WeightsConfig(source="tiny-random", dtype=stored)), tmp_path / "base")
     caplog.set_level(logging.INFO, logger="medtune.training")
-    cast = train_tiny(tiny_model_dir, tmp_path / "cast", max_steps=4, bf16=True)
+    cast = train_tiny(tmp_path / "base", tmp_path / "cast", max_steps=4, bf16=True)
     assert "skip repeated autocast casts: 14" in caplog.text  # 2 layers x 7 projections
     monkeypatch.setattr("medtune.training.skip_autocast_copies", lambda model: 0)
-    autocast_only = train_tiny(tiny_model_dir, tmp_path / "autocast", max_steps=4, bf16=True)
+    autocast_only = train_tiny(tmp_path / "base", tmp_path / "autocast", max_steps=4, bf16=True)
 
     assert cast == autocast_only
     curve = "live/plots/metrics/loss.tsv"

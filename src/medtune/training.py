@@ -263,7 +263,8 @@ def skip_autocast_copies(model: Any) -> int:
     - The frozen projection weights under LoRA are stored in bf16: autocast caches a cast only for weights that
       require grad, so it would cast each frozen fp32 weight again for every matmul.
     - peft's LoRA layers take their input as it comes instead of casting it to the fp32 of the LoRA matrices first:
-      autocast casts it straight back to bf16 for the matmul, and the backward pass undoes both casts again.
+      autocast casts it straight back to bf16 for the matmul, and the backward pass undoes both casts again. This
+      holds for a base stored in bf16 too (the 7B-12B models), where the cast was an fp32 copy of every input.
     Neither changes a number (the losses are bit-identical, tests/test_training.py); measured on SmolLM2 (CPU,
     qa, batch 8): 2-3% faster and 40% less model memory for the first, ~7% faster for the second.
     Embeddings and norms stay fp32 (SmolLM2's LM head shares the embedding matrix).
@@ -272,10 +273,11 @@ def skip_autocast_copies(model: Any) -> int:
 
     changed = 0
     for module in model.modules():
-        base = module.get_base_layer() if isinstance(module, LoraLayer) else None
-        if isinstance(base, torch.nn.Linear) and base.weight.dtype == torch.float32:
-            base.to(torch.bfloat16)
+        if isinstance(module, LoraLayer):
             module.cast_input_dtype_enabled = False
+            base = module.get_base_layer()
+            if isinstance(base, torch.nn.Linear) and base.weight.dtype == torch.float32:
+                base.to(torch.bfloat16)
             changed += 1
     return changed
 

@@ -115,14 +115,24 @@ def medtune_run(base_dir: Path, train: list[dict], valid: list[dict], params, ar
     return model, resources["runtime_s"], config.bf16
 
 
-def matmul_flops(dtype: torch.dtype, m: int = 2048, k: int = 2048, n: int = 2048, repeats: int = 10) -> float:
-    """FLOP/s of a timed (m x k) @ (k x n) matmul: square 2048 for the peak, or one of the model's own shapes."""
-    a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
+def matmul_flops(
+    dtype: torch.dtype, m: int = 2048, k: int = 2048, n: int = 2048, repeats: int = 10, device: str = "cpu"
+) -> float:
+    """FLOP/s of a timed (m x k) @ (k x n) matmul: square 2048 for the peak, or one of the model's own shapes
+    (on a GPU, benchmarks/gpu_training.py times 8192^3)."""
+    a, b = torch.randn(m, k, dtype=dtype, device=device), torch.randn(k, n, dtype=dtype, device=device)
     torch.matmul(a, b)  # warm up
+    _sync(device)
     start = time.perf_counter()
     for _ in range(repeats):
         torch.matmul(a, b)
+    _sync(device)
     return 2 * m * k * n * repeats / (time.perf_counter() - start)
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
 
 
 def main() -> None:

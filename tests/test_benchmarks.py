@@ -62,3 +62,17 @@ def test_the_memory_planner_benchmark_measures_a_training_step_of_the_tiny_model
     # (leaving out its activations gives ~12); below 0.8 it counts more than the whole process holds. Finer errors
     # are tests/test_plan.py's: it checks the activations against the tensors autograd saves.
     assert 0.8 <= tiny["ratio"] <= 6
+
+
+def test_the_gpu_training_benchmark_also_runs_on_this_cpu_with_the_tiny_model(tmp_path):
+    from medtune.config import compose_params
+
+    params = compose_params(ROOT, ["model=tiny-random", "train=gpu", "tasks=[qa]"], out=tmp_path / "params.yaml")
+    out = tmp_path / "gpu.json"
+    command = [sys.executable, "benchmarks/gpu_training.py", "--params", str(params), "--steps", "4"]
+    subprocess.run([*command, "--json", str(out)], cwd=ROOT, check=True)
+
+    result = json.loads(out.read_text())
+    assert (result["device"], result["model"], result["gradient_checkpointing"]) == ("cpu", "tiny-random", True)
+    assert result["steps_timed"] == 2 and result["tokens_per_s"] > 0 and 0 < result["share_of_peak"] < 1
+    assert result["planned_mib"] > 0 and result["measured_peak_allocated_mib"] is None  # GPU memory only

@@ -141,6 +141,20 @@ def test_skipping_autocast_copies_trains_exactly_as_autocast_does(stored, tmp_pa
     assert (tmp_path / "cast" / curve).read_text() == (tmp_path / "autocast" / curve).read_text()
 
 
+def test_a_compiled_model_trains_exactly_as_the_eager_one(tiny_model_dir, tmp_path):
+    """`train.torch_compile` (off by default: ~35 s of compiling here even for the tiny model) changes no number."""
+    from torch._dynamo.utils import counters
+
+    counters.clear()
+    compiled = train_tiny(tiny_model_dir, tmp_path / "compiled", max_steps=4, bf16=False, torch_compile=True)
+    assert counters["stats"]["unique_graphs"] > 0  # dynamo did compile the model
+    counters.clear()
+    eager = train_tiny(tiny_model_dir, tmp_path / "eager", max_steps=4, bf16=False)
+    assert counters["stats"]["unique_graphs"] == 0
+
+    assert compiled == eager
+
+
 def test_a_diverging_run_stops_at_the_step_it_diverged_and_saves_no_adapter(tiny_model_dir, tmp_path):
     """An absurd learning rate: Adam's first update (size ~lr, whatever the clipped gradient) overflows the tiny
     model's activations and the next step's gradients are nan (lower ones only flatten its output to uniform)."""

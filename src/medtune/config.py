@@ -105,6 +105,7 @@ class TrainConfig:
     padding_free: bool = False  # one row per batch, no padding (see medtune.training.make_batch)
     group_by_length: bool = False  # batches of similar lengths: less padding
     attn_implementation: str = "sdpa"  # eager | sdpa | flash_attention_2 (see conf/train/cpu.yaml for eager)
+    torch_compile: bool = False  # torch.compile the model before training (see conf/train/*.yaml for when it pays)
     launcher: str = "python"  # python: one process | accelerate: `accelerate launch` with accelerate_config
     accelerate_config: str = "conf/accelerate/ddp_cpu.yaml"
 

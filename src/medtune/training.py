@@ -165,6 +165,7 @@ def training_args(train: Any, seed: int, output_dir: Path) -> dict:
         include_num_input_tokens_seen="non_padding",
         train_sampling_strategy="group_by_length" if train.group_by_length else "random",
         disable_tqdm=False,
+        torch_compile=train.torch_compile,
     )
 
 

@@ -31,7 +31,8 @@ from rich.console import Console
 from train_throughput import matmul_flops
 from transformers import TrainerCallback
 
-from medtune.config import load_params, train_config
+from medtune.config import ArchitectureConfig, load_params, train_config
+from medtune.modeling import llama_config
 from medtune.plan import parameter_count, plan_memory, setup_from_params
 from medtune.training import train_adapter
 
@@ -50,20 +51,11 @@ class StepTimes(TrainerCallback):
         self.times.append(time.perf_counter())
 
 
-def random_model(arch: object, dtype: str, out: Path) -> None:
+def random_model(arch: ArchitectureConfig, dtype: str, out: Path) -> None:
     """A Llama-architecture causal LM of the given shape with random weights, saved as safetensors."""
-    from transformers import AutoModelForCausalLM, LlamaConfig
+    from transformers import AutoModelForCausalLM
 
-    config = LlamaConfig(
-        hidden_size=arch.hidden_size,
-        intermediate_size=arch.intermediate_size,
-        num_hidden_layers=arch.num_hidden_layers,
-        num_attention_heads=arch.num_attention_heads,
-        num_key_value_heads=arch.num_key_value_heads,
-        vocab_size=arch.vocab_size,
-        tie_word_embeddings=arch.tie_word_embeddings,
-        head_dim=arch.head_dim or arch.hidden_size // arch.num_attention_heads,
-    )
+    config = llama_config(arch)
     with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
         model = AutoModelForCausalLM.from_config(config, dtype=getattr(torch, dtype))
     model.save_pretrained(out, safe_serialization=True)

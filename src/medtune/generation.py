@@ -70,6 +70,16 @@ def target_positions(labels: torch.Tensor) -> torch.Tensor:
     return (labels[:, 1:] != IGNORE_INDEX).any(dim=0).nonzero().squeeze(1)
 
 
+def response_nll(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed cross-entropy of the labelled tokens and how many there are, from logits computed only at
+    `target_positions(labels)`: the training loss and the evaluate stage's perplexity are this one sum."""
+    targets = labels[:, 1:][:, target_positions(labels)]
+    nll = torch.nn.functional.cross_entropy(
+        logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE_INDEX, reduction="sum"
+    )
+    return nll, (targets != IGNORE_INDEX).sum()
+
+
 @torch.no_grad()
 def perplexity(model: Any, examples: list[dict], batch_size: int, pad_token_id: int) -> float:
     """exp(mean negative log-likelihood per labelled token) over pre-tokenized `{"input_ids", "labels"}` examples.
@@ -78,14 +88,10 @@ def perplexity(model: Any, examples: list[dict], batch_size: int, pad_token_id: 
     total_nll, total_tokens = 0.0, 0
     for b in tqdm(range(0, len(examples), batch_size), desc="perplexity", unit="batch"):
         ids, mask, labels = (t.to(model.device) for t in _right_padded(examples[b : b + batch_size], pad_token_id))
-        keep = target_positions(labels)
-        logits = model(input_ids=ids, attention_mask=mask, logits_to_keep=keep).logits.float()
-        targets = labels[:, 1:][:, keep]
-        nll = torch.nn.functional.cross_entropy(
-            logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX, reduction="sum"
-        )
+        logits = model(input_ids=ids, attention_mask=mask, logits_to_keep=target_positions(labels)).logits
+        nll, count = response_nll(logits, labels)
         total_nll += nll.item()
-        total_tokens += int((targets != IGNORE_INDEX).sum())
+        total_tokens += int(count)
     return math.exp(total_nll / total_tokens)
 
 

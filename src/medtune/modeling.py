@@ -148,7 +148,7 @@ def resolve_weights_folder(weights: Any, allow_pickle: bool = False) -> tuple[Pa
 def _tiny_random(weights: Any, allow_pickle: bool) -> tuple[Any, Any, dict]:
     """A tiny Llama and a byte-level ChatML tokenizer, both pure functions of the config (no files, no hub)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
 
     alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
     vocab = {token: i for i, token in enumerate(alphabet + [a + b for a, b in TINY_MERGES])}
@@ -160,22 +160,32 @@ def _tiny_random(weights: Any, allow_pickle: bool) -> tuple[Any, Any, dict]:
     )
     tokenizer.add_special_tokens({"additional_special_tokens": TINY_SPECIAL_TOKENS})
     tokenizer.chat_template = CHATML_TEMPLATE
-    arch = tiny_random_architecture(weights)
-    config = LlamaConfig(
-        vocab_size=arch.vocab_size,
-        hidden_size=arch.hidden_size,
-        intermediate_size=arch.intermediate_size,
-        num_hidden_layers=arch.num_hidden_layers,
-        num_attention_heads=arch.num_attention_heads,
-        num_key_value_heads=arch.num_key_value_heads,
+    config = llama_config(
+        tiny_random_architecture(weights),
         max_position_embeddings=2048,
-        tie_word_embeddings=arch.tie_word_embeddings,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
     torch.manual_seed(weights.init_seed)
     return LlamaForCausalLM(config), tokenizer, {"source": "tiny-random", "init_seed": weights.init_seed}
+
+
+def llama_config(arch: ArchitectureConfig, **extra: Any) -> Any:
+    """A transformers `LlamaConfig` of that shape (random-weight models: the tiny test model, the GPU benchmark)."""
+    from transformers import LlamaConfig
+
+    return LlamaConfig(
+        vocab_size=arch.vocab_size,
+        hidden_size=arch.hidden_size,
+        intermediate_size=arch.intermediate_size,
+        num_hidden_layers=arch.num_hidden_layers,
+        num_attention_heads=arch.num_attention_heads,
+        num_key_value_heads=arch.num_key_value_heads,
+        head_dim=arch.head_dim or arch.hidden_size // arch.num_attention_heads,
+        tie_word_embeddings=arch.tie_word_embeddings,
+        **extra,
+    )
 
 
 def tiny_random_architecture(weights: Any) -> ArchitectureConfig:

@@ -42,7 +42,7 @@ from transformers import TrainerCallback
 from medtune import checkpoints
 from medtune.config import quantization_of
 from medtune.errors import ConfigError, TrainingError
-from medtune.generation import target_positions
+from medtune.generation import response_nll, target_positions
 from medtune.io import read_json, write_json
 from medtune.modeling import SAFE_LOADING, device, load_token_classifier
 from medtune.tasks import IGNORE_INDEX
@@ -212,12 +212,8 @@ def completion_loss(outputs: Any, labels: torch.Tensor, num_items_in_batch: Any 
     `num_items_in_batch` (the targets of all accumulated micro-batches, counted by the Trainer) makes gradient
     accumulation weigh every token the same, as one large batch would.
     """
-    targets = labels[:, 1:][:, target_positions(labels)]
-    loss = torch.nn.functional.cross_entropy(
-        outputs.logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE_INDEX, reduction="sum"
-    )
-    count = num_items_in_batch if num_items_in_batch is not None else (targets != IGNORE_INDEX).sum().clamp(min=1)
-    return loss / count
+    loss, count = response_nll(outputs.logits, labels)
+    return loss / (num_items_in_batch if num_items_in_batch is not None else count.clamp(min=1))
 
 
 class LogLastStep(TrainerCallback):
@@ -253,7 +249,7 @@ class StopOnNonFinite(TrainerCallback):
     def _stop(what: str, args: Any) -> None:
         raise TrainingError(
             f"{what}. Likely cause: the learning rate ({args.learning_rate:g}) is too high for this model and data; "
-            "lower train.lr (default 3e-4) or add warmup (train.warmup_steps). Less likely: fp16 overflow "
+            "lower train.lr or add warmup (train.warmup_steps). Less likely: fp16 overflow "
             "(use bf16), or an example whose labels are all masked."
         )
 

@@ -2,6 +2,7 @@
 
     python benchmarks/train_throughput.py                              # SmolLM2 (models/base), 96 qa examples
     python benchmarks/train_throughput.py --model tiny --examples 8 --json out.json     # smoke test
+    python benchmarks/train_throughput.py --profile     # also: where a medtune step's time goes (torch.profiler)
 
 (a) notebook: every example padded to 256 tokens, Hugging Face `Trainer`, fp32, loss over the whole sequence
     (prompt and response, padding masked), as the seed notebooks trained.
@@ -17,6 +18,12 @@ forward 2 N per token, and the backward pass through a frozen base computes acti
 2 N (the LoRA weight gradients are ~1% more). Peak: a timed `torch.matmul` of two 2048 x 2048 matrices in the
 run's dtype (fp32 for the notebook, bf16 for a bf16 run). A matmul at the model's own MLP shape (one batch's tokens x
 hidden x intermediate) shows whether its matrices are too small for that peak.
+
+--profile runs medtune's recipe once more for 4 steps and profiles steps 2-4 (torch.profiler, self CPU time by
+op): LoRA's rank-r matmuls, the other matmuls, attention's batched matmuls, copies (autocast's casts, mostly), the
+log-softmax of the loss, and the rest (elementwise ops, optimizer, data). Then it runs those steps' matmuls again on
+their own (same shapes and counts, no profiler) and prints the share of peak the steps would reach if nothing but
+their matmuls took time: the ceiling for fusing or removing every other op.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ import torch
 from omegaconf import OmegaConf
 from rich.console import Console
 from rich.table import Table
+from transformers import TrainerCallback
 
 from medtune import data
 from medtune.config import WeightsConfig, load_params, task_config, train_config
@@ -92,10 +100,12 @@ def notebook_run(base_dir: Path, train: list[dict], params: object, args: object
     return model, time.perf_counter() - start
 
 
-def medtune_run(base_dir: Path, train: list[dict], valid: list[dict], params, args, task, work: Path):
+def medtune_run(
+    base_dir: Path, train: list[dict], valid: list[dict], params, args, work: Path, max_steps: int = -1, callbacks=()
+):
     from peft import PeftModel
 
-    config = OmegaConf.merge(train_config(params, args.task), {"epochs": 1, "max_steps": -1, "lr": args.lr})
+    config = OmegaConf.merge(train_config(params, args.task), {"epochs": 1, "max_steps": max_steps, "lr": args.lr})
     config.batch_size, config.eval_steps = args.batch_size, 10**6  # no evaluation inside the timed run
     _, resources = train_adapter(
         kind="sft",
@@ -110,9 +120,67 @@ def medtune_run(base_dir: Path, train: list[dict], valid: list[dict], params, ar
         adapter_dir=work / "adapter",
         live_dir=work / "live",
         work_dir=work / "trainer",
+        callbacks=list(callbacks),
     )
     model = PeftModel.from_pretrained(load_causal_lm(base_dir), work / "adapter").eval()
     return model, resources["runtime_s"], config.bf16
+
+
+class ProfileSteps(TrainerCallback):
+    """torch.profiler over optimizer steps 2-4 (the first warms up), input shapes recorded to tell LoRA's apart,
+    and the useful tokens those steps read."""
+
+    def __init__(self) -> None:
+        self.profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], record_shapes=True)
+        self.tokens = 0
+
+    def on_step_begin(self, args, state, control, **kwargs) -> None:
+        if state.global_step == 1:
+            self.tokens = -state.num_input_tokens_seen
+            self.profiler.__enter__()
+
+    def on_step_end(self, args, state, control, **kwargs) -> None:
+        if state.global_step == 4:
+            self.profiler.__exit__(None, None, None)
+            self.tokens += state.num_input_tokens_seen
+
+
+def time_breakdown(profiler: torch.profiler.profile, rank: int) -> dict[str, float]:
+    """Shares of self CPU time: matmuls with a dimension equal to the LoRA rank, other matmuls, attention's
+    batched matmuls, copies, the loss's log-softmax, and the rest."""
+    groups = {
+        "aten::bmm": "attention matmuls",
+        "aten::copy_": "copies (casts)",
+        "aten::_log_softmax": "log-softmax",
+        "aten::_log_softmax_backward_data": "log-softmax",
+    }
+    times = dict.fromkeys(["LoRA matmuls", "other matmuls", *groups.values(), "rest"], 0.0)
+    for event in profiler.key_averages(group_by_input_shape=True):
+        if event.key in ("aten::mm", "aten::addmm"):
+            lora = any(rank in shape for shape in event.input_shapes if shape)
+            times["LoRA matmuls" if lora else "other matmuls"] += event.self_cpu_time_total
+        else:
+            times[groups.get(event.key, "rest")] += event.self_cpu_time_total
+    total = sum(times.values())
+    return {name: t / total for name, t in times.items()}
+
+
+def replayed_matmul_seconds(profiler: torch.profiler.profile, dtype: torch.dtype) -> float:
+    """The profiled steps' matmuls run again on their own, same shapes and counts, without the profiler: how long
+    the steps would take if nothing else took time (the profiler's own cost per op does not count here)."""
+    seconds = 0.0
+    for event in profiler.key_averages(group_by_input_shape=True):
+        if event.key not in ("aten::mm", "aten::addmm", "aten::bmm"):
+            continue
+        a, b = [shape for shape in event.input_shapes if shape][-2:]  # addmm's first input is the bias
+        x, y = torch.randn(a, dtype=dtype), torch.randn(b, dtype=dtype)
+        matmul = torch.bmm if event.key == "aten::bmm" else torch.mm
+        matmul(x, y)  # warm up
+        start = time.perf_counter()
+        for _ in range(event.count):
+            matmul(x, y)
+        seconds += time.perf_counter() - start
+    return seconds
 
 
 def matmul_flops(
@@ -145,6 +213,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--profile", action="store_true", help="also profile 3 steps of medtune's recipe")
     args = parser.parse_args()
 
     params = load_params()
@@ -160,10 +229,16 @@ def main() -> None:
         pad = tokenizer.pad_token_id
         notebook, notebook_s = notebook_run(base_dir, train, params, args, work / "notebook")
         notebook_loss = math.log(perplexity(notebook.eval(), valid, args.batch_size, pad))
-        tuned, medtune_s, bf16 = medtune_run(base_dir, train, valid, params, args, task, work / "medtune")
+        tuned, medtune_s, bf16 = medtune_run(base_dir, train, valid, params, args, work / "medtune")
         medtune_loss = math.log(perplexity(tuned, valid, args.batch_size, pad))
         parameters = sum(p.numel() for p in tuned.parameters())
         hidden, inner = tuned.config.hidden_size, tuned.config.intermediate_size
+        if args.profile:
+            profile = ProfileSteps()
+            medtune_run(base_dir, train, valid, params, args, work / "profile", max_steps=4, callbacks=[profile])
+            breakdown = time_breakdown(profile.profiler, params.peft.r)
+            matmul_s = replayed_matmul_seconds(profile.profiler, torch.bfloat16 if bf16 else torch.float32)
+            profiled_tokens = profile.tokens
 
     useful = sum(len(e["input_ids"]) for e in train)
     dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -217,6 +292,17 @@ def main() -> None:
         f"matmul at the model's MLP shape ({batch_tokens} x {hidden} x {inner}): "
         + ", ".join(f"{d} {v / 1e9:.0f} GFLOP/s ({100 * v / peak[d]:.0f}% of the square peak)" for d, v in mlp.items())
     )
+    if args.profile:
+        only_matmuls = 4 * parameters * profiled_tokens / matmul_s / peak[runs["medtune"]["dtype"]]
+        result["step_time_shares"] = {k: round(v, 4) for k, v in breakdown.items()}
+        result["share_of_peak_if_only_matmuls"] = round(only_matmuls, 4)
+        console.print(
+            "medtune step, share of self CPU time (torch.profiler, steps 2-4): "
+            + ", ".join(f"{k} {100 * v:.0f}%" for k, v in breakdown.items())
+        )
+        console.print(
+            f"if nothing but the matmuls took time: {100 * result['share_of_peak_if_only_matmuls']:.0f}% of the peak"
+        )
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
 

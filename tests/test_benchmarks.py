@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 
@@ -23,7 +24,7 @@ def test_the_generation_benchmark_reports_both_modes_and_identical_texts(tmp_pat
 
 def test_the_training_benchmark_trains_both_recipes_on_the_same_tokens(tmp_path):
     out = tmp_path / "train.json"
-    command = [sys.executable, "benchmarks/train_throughput.py", "--model", "tiny", "--examples", "4"]
+    command = [sys.executable, "benchmarks/train_throughput.py", "--model", "tiny", "--examples", "4", "--profile"]
     subprocess.run([*command, "--batch-size", "2", "--json", str(out)], cwd=ROOT, check=True)
 
     result = json.loads(out.read_text())
@@ -32,6 +33,9 @@ def test_the_training_benchmark_trains_both_recipes_on_the_same_tokens(tmp_path)
     assert (notebook["dtype"], medtune["dtype"]) == ("fp32", "bf16")
     assert notebook["eval_loss"] > 0 and medtune["eval_loss"] > 0 and result["ratio"] > 0
     assert 0 < medtune["share_of_peak"] < 1 and result["matmul_peak_gflops"]["bf16"] > 0
+    shares = result["step_time_shares"]  # --profile: where a medtune step's time goes
+    assert math.isclose(sum(shares.values()), 1) and shares["LoRA matmuls"] > 0 and shares["other matmuls"] > 0
+    assert result["share_of_peak_if_only_matmuls"] > medtune["share_of_peak"]
 
 
 @pytest.mark.pipeline

@@ -145,9 +145,13 @@ class ProfileSteps(TrainerCallback):
             self.tokens += state.num_input_tokens_seen
 
 
-def time_breakdown(profiler: torch.profiler.profile, rank: int) -> dict[str, float]:
-    """Shares of self CPU time: matmuls with a dimension equal to the LoRA rank, other matmuls, attention's
-    batched matmuls, copies, the loss's log-softmax, and the rest."""
+MATMULS = ("aten::mm", "aten::addmm")  # plus attention's aten::bmm
+
+
+def time_breakdown(events: list, rank: int) -> dict[str, float]:
+    """Shares of self CPU time of the profiled ops (`key_averages(group_by_input_shape=True)`): matmuls with a
+    dimension equal to the LoRA rank, other matmuls, attention's batched matmuls, copies, the loss's log-softmax,
+    and the rest."""
     groups = {
         "aten::bmm": "attention matmuls",
         "aten::copy_": "copies (casts)",
@@ -155,8 +159,8 @@ def time_breakdown(profiler: torch.profiler.profile, rank: int) -> dict[str, flo
         "aten::_log_softmax_backward_data": "log-softmax",
     }
     times = dict.fromkeys(["LoRA matmuls", "other matmuls", *groups.values(), "rest"], 0.0)
-    for event in profiler.key_averages(group_by_input_shape=True):
-        if event.key in ("aten::mm", "aten::addmm"):
+    for event in events:
+        if event.key in MATMULS:
             lora = any(rank in shape for shape in event.input_shapes if shape)
             times["LoRA matmuls" if lora else "other matmuls"] += event.self_cpu_time_total
         else:
@@ -165,12 +169,12 @@ def time_breakdown(profiler: torch.profiler.profile, rank: int) -> dict[str, flo
     return {name: t / total for name, t in times.items()}
 
 
-def replayed_matmul_seconds(profiler: torch.profiler.profile, dtype: torch.dtype) -> float:
+def replayed_matmul_seconds(events: list, dtype: torch.dtype) -> float:
     """The profiled steps' matmuls run again on their own, same shapes and counts, without the profiler: how long
     the steps would take if nothing else took time (the profiler's own cost per op does not count here)."""
     seconds = 0.0
-    for event in profiler.key_averages(group_by_input_shape=True):
-        if event.key not in ("aten::mm", "aten::addmm", "aten::bmm"):
+    for event in events:
+        if event.key not in (*MATMULS, "aten::bmm"):
             continue
         a, b = [shape for shape in event.input_shapes if shape][-2:]  # addmm's first input is the bias
         x, y = torch.randn(a, dtype=dtype), torch.randn(b, dtype=dtype)
@@ -236,8 +240,9 @@ def main() -> None:
         if args.profile:
             profile = ProfileSteps()
             medtune_run(base_dir, train, valid, params, args, work / "profile", max_steps=4, callbacks=[profile])
-            breakdown = time_breakdown(profile.profiler, params.peft.r)
-            matmul_s = replayed_matmul_seconds(profile.profiler, torch.bfloat16 if bf16 else torch.float32)
+            events = profile.profiler.key_averages(group_by_input_shape=True)
+            breakdown = time_breakdown(events, params.peft.r)
+            matmul_s = replayed_matmul_seconds(events, torch.bfloat16 if bf16 else torch.float32)
             profiled_tokens = profile.tokens
 
     useful = sum(len(e["input_ids"]) for e in train)

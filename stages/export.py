@@ -22,10 +22,9 @@ from medtune.export import (
     quantize_with_llama_cpp,
     write_gguf,
 )
-from medtune.io import atomic_dir, check_free_space, read_json, read_jsonl, write_json
-from medtune.modeling import load_causal_lm, load_tokenizer
+from medtune.io import atomic_dir, check_free_space, read_json, write_json
+from medtune.modeling import load_causal_lm, load_tokenizer, probe_sequences
 
-PROBE_EXAMPLES = 4
 # bytes per weight of each GGUF type (Q8_0: 34-byte blocks of 32; Q4_K_M: ~4.9 bits on average) for the disk check
 GGUF_BYTES_PER_WEIGHT = {"f32": 4, "f16": 2, "q8_0": 34 / 32, "q4_k_m": 0.61}
 
@@ -41,7 +40,7 @@ def main() -> None:
 
     params = load_params()
     task = task_config(params, args.task)
-    probe = [e["input_ids"] for e in read_jsonl(args.tokenized_dir / "test.jsonl")[:PROBE_EXAMPLES]]
+    probe = probe_sequences(args.tokenized_dir)
     parameters = sum(f.stat().st_size for f in args.merged_dir.glob("*.safetensors")) / 4  # the merged model is fp32
     size = parameters * sum(GGUF_BYTES_PER_WEIGHT[t] for t in params.export.types)
     check_free_space(args.out_dir, size, f"The GGUF files of {args.task} ({', '.join(params.export.types)})")

@@ -15,14 +15,13 @@ from medtune.card import model_card
 from medtune.config import load_params, task_config
 from medtune.console import log, run_main
 from medtune.errors import MedtuneError
-from medtune.io import atomic_dir, check_free_space, read_json, read_jsonl, write_json
-from medtune.modeling import load_tokenizer, merge_adapter
+from medtune.io import atomic_dir, check_free_space, read_json, write_json
+from medtune.modeling import load_tokenizer, merge_adapter, probe_sequences
 
 # Relative to the largest logit: fp32 rounding through ~30 layers reaches ~4e-6 x |logit| on SmolLM2 (1.7e-4 on
 # logits of 40; Llama's RMSNorm computes in fp32 even in an fp64 model, so fp64 cannot remove it). A wrong merge
 # (missing module, wrong scaling) is off by 1e-3 or more.
 MAX_RELATIVE_LOGIT_DIFF = 1e-5
-PROBE_EXAMPLES = 4
 
 
 def main() -> None:
@@ -35,7 +34,7 @@ def main() -> None:
     parser.add_argument("metrics_dir", type=Path)
     args = parser.parse_args()
 
-    probe = [e["input_ids"] for e in read_jsonl(args.tokenized_dir / "test.jsonl")[:PROBE_EXAMPLES]]
+    probe = probe_sequences(args.tokenized_dir)
     params = load_params()
     task = task_config(params, args.task)
     labels = list(task.labels) if task.kind == "token_classification" else None

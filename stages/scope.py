@@ -1,6 +1,6 @@
 """Stage `scope`: train the scope guard of chat and serve, and measure it on questions it never saw.
 
-Reads params: seed, scope.{c,threshold}.
+Reads params: scope.{c,threshold}.
     python -m stages.scope data/raw/scope_train.jsonl data/raw/scope.jsonl models/scope metrics/scope
 Embeds the authored training questions with all-MiniLM-L6-v2 (offline, from its PyPI package), fits a logistic
 regression, and writes models/scope/classifier.json, metrics/scope/eval.json (accuracy, false refusals, false

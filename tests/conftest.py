@@ -1,7 +1,11 @@
-"""Shared fixtures: the project root and a tiny random Llama built from config (no files, no hub)."""
+"""Shared fixtures and helpers: the project root, project folders to run stages in, and a tiny random Llama built
+from config (no files, no hub)."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -9,7 +13,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from medtune.config import WeightsConfig
+from medtune.config import WeightsConfig, compose_params
 from medtune.io import write_jsonl
 from medtune.modeling import build_base_model
 from medtune.scope import ScopeClassifier, ScopeGuard, embed, load_embedder, read_scope_questions
@@ -17,6 +21,40 @@ from medtune.scope import ScopeClassifier, ScopeGuard, embed, load_embedder, rea
 ROOT = Path(__file__).resolve().parents[1]
 # the train stage on the `project` fixture's data; then base dir, adapter, metrics and checkpoint folders
 TRAIN_STAGE = [sys.executable, "-m", "stages.train", "qa", "data/tokenized/qa"]
+# the environment stages run in as subprocesses: never the hub, and one error line not wrapped by rich
+STAGE_ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "300"}
+
+
+def link_project(folder: Path, *names: str) -> Path:
+    """Make `folder` a project by linking the repository's `names` (conf, stages) into it."""
+    for name in names:
+        (folder / name).symlink_to(ROOT / name)
+    return folder
+
+
+@pytest.fixture
+def conf_project(tmp_path: Path) -> Path:
+    """A project folder with only conf/: enough for `compose_params(conf_project, overrides)`."""
+    return link_project(tmp_path, "conf")
+
+
+def make_project(folder: Path, qa_lines: list[str], overrides: list[str] = ()) -> Path:
+    """A minimal project (conf/, stages/, params.yaml, data/raw/qa.jsonl with `qa_lines`) to run stages in."""
+    link_project(folder, "conf", "stages")
+    (folder / "data" / "raw").mkdir(parents=True)
+    write_lines(folder / "data" / "raw" / "qa.jsonl", qa_lines)
+    compose_params(folder, list(overrides))
+    return folder
+
+
+def run_stage(project: Path, *args: str) -> subprocess.CompletedProcess:
+    """`python -m <args>` in `project` with STAGE_ENV, e.g. `run_stage(project, "stages.prepare", "qa", out)`."""
+    return subprocess.run([sys.executable, "-m", *args], cwd=project, capture_output=True, text=True, env=STAGE_ENV)
+
+
+def qa(i: int, answer: str = "A short answer.") -> str:
+    """Line `i` of a raw question-answer file."""
+    return json.dumps({"id": f"qa-{i}", "question": f"Question number {i}?", "answer": answer})
 
 
 @pytest.fixture(scope="session")
@@ -56,7 +94,6 @@ def tokenized_qa(folder: Path) -> None:
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     """A project folder for running the train stage by hand: conf/, stages/ and a tokenized `qa` task."""
-    for name in ("conf", "stages"):
-        (tmp_path / name).symlink_to(ROOT / name)
+    link_project(tmp_path, "conf", "stages")
     tokenized_qa(tmp_path / "data" / "tokenized" / "qa")
     return tmp_path

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 
 import pytest
+import torch
 from omegaconf import OmegaConf
 from rich.console import Console
 
@@ -26,15 +27,39 @@ class KeywordGuard:
         return "fever" in text
 
 
-@pytest.fixture()
-def assistant(tiny_model_dir):
+class FailingModel:
+    """Stands in for a model whose generation fails, as it does when the GPU runs out of memory."""
+
+    device = torch.device("cpu")
+
+    def generate(self, **kwargs):
+        raise RuntimeError("CUDA out of memory")
+
+
+def health_task():
     task = OmegaConf.structured(TaskConfig(system="You answer health questions.", prompt_template="Q: {prompt}"))
     task.generation.max_new_tokens = 6
-    return Assistant(load_causal_lm(tiny_model_dir), load_tokenizer(tiny_model_dir), task, KeywordGuard())
+    return task
 
 
-def test_an_off_topic_question_gets_the_fixed_reply_without_generating(assistant):
-    assert list(assistant.reply([], "What is the capital of France?")) == [OUT_OF_SCOPE_REPLY]
+@pytest.fixture()
+def assistant(tiny_model_dir):
+    return Assistant(load_causal_lm(tiny_model_dir), load_tokenizer(tiny_model_dir), health_task(), KeywordGuard())
+
+
+@pytest.fixture()
+def failing_assistant(tiny_model_dir):
+    return Assistant(FailingModel(), load_tokenizer(tiny_model_dir), health_task(), KeywordGuard())
+
+
+def test_an_off_topic_question_gets_the_fixed_reply_without_generating(failing_assistant):
+    # generating would raise the model's error
+    assert list(failing_assistant.reply([], "What is the capital of France?")) == [OUT_OF_SCOPE_REPLY]
+
+
+def test_a_failed_generation_reaches_the_caller_instead_of_leaving_it_waiting(failing_assistant):
+    with pytest.raises(RuntimeError, match="CUDA out of memory"):
+        list(failing_assistant.reply([], "What does a fever of 39 C mean?"))
 
 
 def test_the_streamed_answer_is_the_greedy_generation_followed_by_the_safety_note(assistant):
@@ -98,4 +123,10 @@ def test_chat_shows_each_section_of_an_answer_on_its_own_line():
     chat_loop(FourSections(), lambda prompt: next(inputs), Console(file=out, width=100))
 
     lines = [line.strip() for line in out.getvalue().splitlines()]
-    assert "Explanation: under 60 beats per minute." in lines and "Note: not medical advice." in lines
+    sections = [
+        "Definition: a slow heart rate.",
+        "Explanation: under 60 beats per minute.",
+        "Clinical Relevance: can cause fainting.",
+        "Note: not medical advice.",
+    ]
+    assert [section for section in sections if section not in lines] == []

@@ -29,7 +29,7 @@ def test_group_switch_and_override_compose(tmp_path):
 
 def test_override_of_an_unknown_key_is_refused(tmp_path):
     (tmp_path / "conf").symlink_to(ROOT / "conf")
-    with pytest.raises(Exception, match="peft.rank"):
+    with pytest.raises(ConfigError, match=r"peft\.rank"):
         compose_params(tmp_path, ["peft.rank=16"])
 
 
@@ -91,4 +91,31 @@ def test_an_unknown_attention_implementation_is_refused_by_name():
     raw = _params()
     raw["train"]["attn_implementation"] = "flash"
     with pytest.raises(ConfigError, match=r"train\.attn_implementation.*'flash'.*use eager, sdpa"):
+        validate(raw)
+
+
+def test_a_tasks_own_train_max_length_is_refused_with_the_key_that_sets_it():
+    raw = _params()
+    raw["tasks"]["qa"]["train"] = {"max_length": 512}
+    with pytest.raises(ConfigError, match=r"tasks\.qa\.train\.max_length.*set .* with tasks\.qa\.max_length"):
+        validate(raw)
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "message"),
+    [
+        (["model", "weights", "dtype"], "fp32", r"model\.weights\.dtype.*'fp32'.*use float32, bfloat16"),
+        (["tasks", "ner", "kind"], "ner", r"tasks\.ner\.kind.*'ner'.*use sft or token_classification"),
+        (["eval", "max_examples"], -1, r"eval\.max_examples.*must be 1 or more.*not -1"),
+        (["judge", "max_examples"], 0, r"judge\.max_examples.*not 0"),
+        (["tasks", "qa", "data", "max_records"], -5, r"tasks\.qa\.data\.max_records.*not -5"),
+    ],
+)
+def test_bad_values_are_refused_when_params_are_read_before_any_stage_runs(path, value, message):
+    raw = _params()
+    section = raw
+    for key in path[:-1]:
+        section = section[key]
+    section[path[-1]] = value
+    with pytest.raises(ConfigError, match=message):
         validate(raw)

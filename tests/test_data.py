@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 
 import pytest
 from omegaconf import OmegaConf
 
-from conftest import ROOT, write_lines
+from conftest import write_lines
 from medtune import data
 from medtune.config import DataConfig, compose_params, load_params
 from medtune.errors import ConfigError, DataError
@@ -144,6 +145,16 @@ def test_a_split_that_would_be_empty_is_an_error():
 
 
 @pytest.mark.parametrize(
+    ("validation", "test", "key"),
+    [(0.0, 0.1, "task.split.validation"), (0.1, 0.0, "task.split.test"), (0.1, 1.0, "task.split.test")],
+)
+def test_every_split_needs_a_share_above_zero(validation, test, key):
+    """Training evaluates on the validation split and the evaluate stage reports on the test split."""
+    with pytest.raises(ConfigError, match=rf"`{key}`: must be a share above 0 and below 1 \(e\.g\. 0\.1\)"):
+        data.split_records(_records(100), validation, test, seed=0)
+
+
+@pytest.mark.parametrize(
     ("task_config", "row"),
     [
         ("qa_medquad", {"qtype": "information", "Question": "What is gout?", "Answer": "A form of arthritis."}),
@@ -157,14 +168,14 @@ def test_a_split_that_would_be_empty_is_an_error():
         ),
     ],
 )
-def test_hub_task_configs_load_a_local_folder_shaped_like_the_hub_dataset(tmp_path, task_config, row):
+def test_hub_task_configs_load_a_local_folder_shaped_like_the_hub_dataset(conf_project, tmp_path, task_config, row):
     """The real hub loader (datasets.load_dataset by id + revision) pointed at a local copy of the files."""
     hub_copy = tmp_path / "hub_copy"
     hub_copy.mkdir()
     other = {k: (v.replace("gout", "lupus") if isinstance(v, str) else v) for k, v in row.items()}
     write_lines(hub_copy / "train.jsonl", [json.dumps(row), json.dumps(other)])
-    (tmp_path / "conf").symlink_to(ROOT / "conf")
-    params = load_params(compose_params(tmp_path, [f"task@tasks.qa={task_config}", f"tasks.qa.data.hub_id={hub_copy}"]))
+    overrides = [f"task@tasks.qa={task_config}", f"tasks.qa.data.hub_id={hub_copy}"]
+    params = load_params(compose_params(conf_project, overrides))
     cfg = params.tasks.qa.data
     records, _ = data.to_sft_records(data.read_rows(cfg), dict(cfg.columns), cfg.id_column, cfg.on_invalid)
     assert records == [
@@ -173,7 +184,21 @@ def test_hub_task_configs_load_a_local_folder_shaped_like_the_hub_dataset(tmp_pa
     ]
 
 
-def test_simplification_can_train_on_the_chatgpt_column_instead(tmp_path):
+def test_a_hub_dataset_that_cannot_be_loaded_names_the_config_key_and_the_id(tmp_path):
+    missing = tmp_path / "no-such-dataset"
+    hub = OmegaConf.structured(DataConfig(source="hub", hub_id=str(missing), revision="v1"))
+    with pytest.raises(ConfigError, match=rf"`task\.data\.hub_id`: cannot load {re.escape(str(missing))}@v1 \("):
+        data.read_rows(hub)
+
+
+def test_a_hub_split_the_dataset_lacks_names_the_config_key(tmp_path):
+    write_lines(tmp_path / "train.jsonl", [qa_line(1)])
+    hub = OmegaConf.structured(DataConfig(source="hub", hub_id=str(tmp_path), hub_split="validation"))
+    with pytest.raises(ConfigError, match=r"`task\.data\.hub_split`: .*Unknown split \"validation\""):
+        data.read_rows(hub)
+
+
+def test_simplification_can_train_on_the_chatgpt_column_instead(conf_project, tmp_path):
     hub_copy = tmp_path / "hub_copy"
     hub_copy.mkdir()
     row = {
@@ -182,20 +207,19 @@ def test_simplification_can_train_on_the_chatgpt_column_instead(tmp_path):
         "chatgpt_simplification": "The patient says breathing is hard.",
     }
     write_lines(hub_copy / "train.jsonl", [json.dumps(row)])
-    (tmp_path / "conf").symlink_to(ROOT / "conf")
     overrides = [
         "task@tasks.simplification=simplification_hub",
         f"tasks.simplification.data.hub_id={hub_copy}",
         "tasks.simplification.data.columns.response=chatgpt_simplification",
     ]
-    cfg = load_params(compose_params(tmp_path, overrides)).tasks.simplification.data
+    cfg = load_params(compose_params(conf_project, overrides)).tasks.simplification.data
     records, _ = data.to_sft_records(data.read_rows(cfg), dict(cfg.columns), cfg.id_column, cfg.on_invalid)
     assert records[0]["response"] == "The patient says breathing is hard."
 
 
-def test_generic_csv_simplification_config_maps_columns_and_drops_empty_rows(tmp_path):
-    (tmp_path / "conf").symlink_to(ROOT / "conf")
-    cfg = load_params(compose_params(tmp_path, ["task@tasks.simplification=simplification_csv"])).tasks.simplification
+def test_generic_csv_simplification_config_maps_columns_and_drops_empty_rows(conf_project, tmp_path):
+    params = load_params(compose_params(conf_project, ["task@tasks.simplification=simplification_csv"]))
+    cfg = params.tasks.simplification
     csv_path = tmp_path / "pairs.csv"
     csv_path.write_text('complex,simple\n"Pt is afebrile, HR 72.","No fever; pulse 72."\nHTN noted.,\n')
     data_cfg = OmegaConf.merge(cfg.data, {"path": str(csv_path)})

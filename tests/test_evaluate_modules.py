@@ -30,7 +30,8 @@ def test_terminology_format_module():
     good = (
         "**Definition**: a.\n**Explanation**: b.\n**Clinical Relevance**: c.\n**Note**: Educational information only."
     )
-    result = evaluate.load(module_path("terminology_format")).compute(predictions=[good, "Just prose."])
-    assert result == {"format_adherence": 0.5, "disclaimer_rate": 0.5}
+    predictions = [good, "Just prose.", "Just prose; ask your doctor.", "More prose."]
+    result = evaluate.load(module_path("terminology_format")).compute(predictions=predictions)
+    assert result == {"format_adherence": 0.25, "disclaimer_rate": 0.5}
     with pytest.raises(ValueError, match="no medtune evaluate module 'bleu'"):
         module_path("bleu")

@@ -101,6 +101,7 @@ def test_the_modelfile_carries_the_tasks_prompts_and_stops_at_the_end_of_turn(ti
         ({"types": ["q5_0"]}, "unknown GGUF type 'q5_0'"),
         ({"types": ["q8_0", "q4_k_m"]}, "q4_k_m is quantized from the f16 file"),
         ({"types": ["f16"], "ollama": "q8_0"}, "export.ollama.*not in export.types"),
+        ({"types": ["f16"], "ollama": "q5_0"}, "export.ollama.*'q5_0' is not in export.types"),
     ],
 )
 def test_bad_export_configs_are_refused(export_config, message):

@@ -3,7 +3,6 @@ uninterrupted run ends; a killed stage leaves no output that looks finished."""
 
 from __future__ import annotations
 
-import os
 import re
 import runpy
 import shutil
@@ -17,21 +16,24 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import TRAIN_STAGE
+from conftest import STAGE_ENV, TRAIN_STAGE
 from medtune.config import compose_params
 from medtune.io import read_json
 
 # 64 examples, batch 4, 2 epochs: 32 steps; a checkpoint every 4 (the loss is logged every 2)
 RESUMABLE = ["model=tiny-random", "train.epochs=2", "train.batch_size=4", "train.lr=1e-2", "train.logging_steps=2",
              "train.eval_steps=8", "train.checkpoint_steps=4"]  # fmt: skip
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "300"}
 
 
 def start_training(project: Path, base_dir: Path, run: str) -> subprocess.Popen:
     """The train stage writing to `run`/{adapter,metrics,checkpoints}, in the background."""
     outputs = [str(project / run / name) for name in ("adapter", "metrics", "checkpoints")]
     return subprocess.Popen(
-        [*TRAIN_STAGE, str(base_dir), *outputs], cwd=project, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        [*TRAIN_STAGE, str(base_dir), *outputs],
+        cwd=project,
+        env=STAGE_ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
 
 

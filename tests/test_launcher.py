@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from conftest import TRAIN_STAGE
+from conftest import STAGE_ENV, TRAIN_STAGE
 from medtune.config import compose_params
 from medtune.io import read_json
 
@@ -21,8 +20,7 @@ def train_in(project: Path, base_dir: Path, overrides: list[str]) -> tuple[dict,
     compose_params(project, ["model=tiny-random", "train.epochs=2", "train.bf16=false", "train.logging_steps=1",
                              "train.eval_steps=4", "train.lr=1e-2", *overrides])  # fmt: skip
     command = [*TRAIN_STAGE, str(base_dir), "adapter", "metrics", "checkpoints"]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "300"}
-    done = subprocess.run(command, cwd=project, capture_output=True, text=True, env=env, timeout=300)
+    done = subprocess.run(command, cwd=project, capture_output=True, text=True, env=STAGE_ENV, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     curves = project / "metrics" / "live" / "plots" / "metrics"
     train_json = read_json(project / "metrics" / "train.json")
@@ -54,7 +52,7 @@ def test_two_cpu_processes_follow_the_loss_curve_of_one_process_with_the_same_gl
 def test_a_missing_accelerate_config_is_a_config_error(project, tiny_model_dir):
     compose_params(project, ["model=tiny-random", "train.launcher=accelerate", "train.accelerate_config=nope.yaml"])
     command = [*TRAIN_STAGE, str(tiny_model_dir), "a", "m", "c"]
-    done = subprocess.run(command, cwd=project, capture_output=True, text=True, env={**os.environ, "COLUMNS": "300"})
+    done = subprocess.run(command, cwd=project, capture_output=True, text=True, env=STAGE_ENV)
 
     assert done.returncode == 1
     assert "config key `train.accelerate_config`: nope.yaml not found" in done.stderr

@@ -88,8 +88,9 @@ def test_disclaimer_detection():
 
 
 def test_task_metrics_are_looked_up_by_name():
-    scores = score_texts(["format_adherence", "disclaimer_rate"], ["x", "y"], [GOOD, "no format"], ["r", "r"])
-    assert scores == {"format_adherence": 0.5, "disclaimer_rate": 0.5}
+    predictions = [GOOD, "No format.", "No format, but see your doctor."]
+    scores = score_texts(["format_adherence", "disclaimer_rate"], ["x"] * 3, predictions, ["r"] * 3)
+    assert scores == {"format_adherence": pytest.approx(1 / 3), "disclaimer_rate": pytest.approx(2 / 3)}
     with pytest.raises(ConfigError, match="unknown metric 'meteor'"):
         score_texts(["meteor"], ["src"], ["a"], ["a"])
     with pytest.raises(ValueError, match="2 predictions but 1 references"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,19 +14,26 @@ from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
 from conftest import ROOT
-from medtune.config import WeightsConfig, validate
+from medtune.config import WeightsConfig, compose_params, validate
 from medtune.errors import ModelError
 from medtune.modeling import build_base_model, gguf_path_in_package, load_adapter, load_causal_lm, merge_adapter
+from stages import base
 
 
 def weights(**kw) -> WeightsConfig:
     return OmegaConf.structured(WeightsConfig(**kw))
 
 
+def assert_same_weights(a_dir: Path, b_dir: Path) -> None:
+    """The two model folders hold the same tensors under the same names in model.safetensors."""
+    a, b = load_file(a_dir / "model.safetensors"), load_file(b_dir / "model.safetensors")
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_tiny_random_is_a_pure_function_of_its_config(tmp_path, tiny_model_dir):
     build_base_model(weights(source="tiny-random"), tmp_path)
-    a, b = load_file(tmp_path / "model.safetensors"), load_file(tiny_model_dir / "model.safetensors")
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert_same_weights(tmp_path, tiny_model_dir)
     assert (tmp_path / "tokenizer.json").is_file() and not list(tmp_path.glob("*.bin"))
 
 
@@ -34,8 +42,7 @@ def test_a_local_model_folder_is_loaded_through_the_hub_code_path(tmp_path, tiny
         weights(source="hub", hub_id="ignored/when-path-is-set", path=str(tiny_model_dir)), tmp_path
     )
     assert origin["source"] == "path"
-    a, b = load_file(tmp_path / "model.safetensors"), load_file(tiny_model_dir / "model.safetensors")
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert_same_weights(tmp_path, tiny_model_dir)
 
 
 def test_offline_hub_model_error_names_the_model_and_the_fixes(tmp_path, monkeypatch):
@@ -94,16 +101,23 @@ def pickle_only_copy(model_dir: Path, folder: Path) -> Path:
     return folder
 
 
-def test_pickle_weights_are_refused_unless_the_user_allows_pickle(tmp_path, tiny_model_dir):
-    pickled = weights(source="hub", path=str(pickle_only_copy(tiny_model_dir, tmp_path / "pickled")))
-    with pytest.raises(ModelError, match=r"only as pickle files \(pytorch_model\.bin\).*model\.allow_pickle=true"):
-        build_base_model(pickled, tmp_path / "refused")
-    assert not (tmp_path / "refused").exists()
+def run_base_stage(project: Path, out: str, overrides: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """`dvc exp run -S <overrides>` of the base stage: compose params.yaml, then `python -m stages.base <out>`."""
+    compose_params(project, overrides)
+    monkeypatch.chdir(project)
+    monkeypatch.setattr(sys, "argv", ["base", out])
+    base.main()
 
-    build_base_model(pickled, tmp_path / "allowed", allow_pickle=True)
-    a, b = load_file(tmp_path / "allowed" / "model.safetensors"), load_file(tiny_model_dir / "model.safetensors")
-    assert all(torch.equal(a[k], b[k]) for k in b)  # read, and written back as safetensors
-    assert validate({"model": {"name": "m", "allow_pickle": True}}).model.allow_pickle
+
+def test_pickle_weights_are_refused_unless_the_user_allows_pickle(conf_project, tiny_model_dir, monkeypatch):
+    pickled = pickle_only_copy(tiny_model_dir, conf_project / "pickled")
+    model = ["model=tiny-random", "model.weights.source=hub", f"+model.weights.path={pickled}"]
+    with pytest.raises(ModelError, match=r"only as pickle files \(pytorch_model\.bin\).*model\.allow_pickle=true"):
+        run_base_stage(conf_project, "refused", model, monkeypatch)
+    assert not (conf_project / "refused").exists()
+
+    run_base_stage(conf_project, "allowed", [*model, "model.allow_pickle=true"], monkeypatch)
+    assert_same_weights(conf_project / "allowed", tiny_model_dir)  # read, and written back as safetensors
 
 
 def test_a_pickle_adapter_is_refused(tmp_path, tiny_model_dir):

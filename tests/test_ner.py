@@ -9,16 +9,16 @@ import pytest
 from omegaconf import OmegaConf
 
 from conftest import ROOT, write_lines
-from medtune import data
+from medtune import data, generation
 from medtune.config import DataConfig, load_params
 from medtune.errors import DataError
-from medtune.generation import _entities
 from medtune.metrics import seqeval_scores, tag_confusion
 from medtune.modeling import load_tokenizer
 from medtune.tasks import IGNORE_INDEX, align_labels_to_subwords, tokenize_tagged
 
 LABELS = list(load_params(ROOT / "params.yaml").tasks.ner.labels)
 TOKENS_TAGS = {"tokens": "tokens", "tags": "tags"}
+HF_TAG_NAMES = ["O", "B-Disease", "I-Disease", "B-Symptom", "I-Symptom"]  # a hub dataset's labels (data.tag_names)
 
 
 def read(path, columns=TOKENS_TAGS, **kw) -> list[dict]:
@@ -45,11 +45,22 @@ def test_hugging_face_ner_tags_with_integer_labels(tmp_path):
     records = read(
         path,
         {"tokens": "words", "tags": "ner_tags"},
-        tag_names=["O", "B-Disease", "I-Disease", "B-Symptom", "I-Symptom"],
+        tag_names=HF_TAG_NAMES,
     )
     assert records[0]["tags"] == ["B-Symptom", "I-Symptom", "O"]
     with pytest.raises(DataError, match=r"ner\.jsonl:1: tags are integers: set task\.data\.tag_names"):
         read(path, {"tokens": "words", "tags": "ner_tags"})
+
+
+@pytest.mark.parametrize(("tags", "wrong"), [([3, -1, 0], -1), ([5, 0, 7], 5)])
+def test_an_integer_tag_out_of_range_is_named(tmp_path, tags, wrong):
+    path = write_lines(tmp_path / "ner.jsonl", [json.dumps({"words": ["Chest", "pain", "today"], "ner_tags": tags})])
+    with pytest.raises(DataError, match=rf"ner\.jsonl:1: tag ids must be in 0\.\.4, got {wrong}$"):
+        read(
+            path,
+            {"tokens": "words", "tags": "ner_tags"},
+            tag_names=HF_TAG_NAMES,
+        )
 
 
 def test_conll_skips_docstart_and_reads_the_last_column_as_the_tag(tmp_path):
@@ -148,11 +159,22 @@ def test_seqeval_strict_scores_per_type():
     assert tag_confusion(gold, pred)[3] == {"actual": "B-Medication", "predicted": "O"}
 
 
-def test_entities_carry_character_offsets():
-    text = "Type 2 diabetes, on metformin."
-    words = data.split_words(text)
-    tags = ["B-Disease", "I-Disease", "I-Disease", "O", "O", "B-Medication", "O"]
-    assert _entities(text, words, tags) == [
-        {"text": "Type 2 diabetes", "type": "Disease", "start": 0, "end": 15},
-        {"text": "metformin", "type": "Medication", "start": 20, "end": 29},
+def test_entities_carry_character_offsets(tiny_model_dir, monkeypatch):
+    """What `medtune predict` prints for a text, given the tagger's tag for each word."""
+    texts = ["Type 2 diabetes, on metformin.", "  ", "Fever"]  # the second has no words
+    word_tags = {  # `predict_tags` answers per text that has words, in order
+        "0": ["B-Disease", "I-Disease", "I-Disease", "O", "O", "B-Medication", "O"],
+        "2": ["I-Symptom"],  # an I- that continues nothing starts an entity, as seqeval's default mode reads it
+    }
+    monkeypatch.setattr(
+        generation, "predict_tags", lambda model, examples, labels, batch, ids: [word_tags[i] for i in ids]
+    )
+    found = generation.extract_entities(None, load_tokenizer(tiny_model_dir), texts, LABELS, 64, batch_size=2)
+    assert found == [
+        [
+            {"text": "Type 2 diabetes", "type": "Disease", "start": 0, "end": 15},
+            {"text": "metformin", "type": "Medication", "start": 20, "end": 29},
+        ],
+        [],
+        [{"text": "Fever", "type": "Symptom", "start": 0, "end": 5}],
     ]

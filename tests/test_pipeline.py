@@ -26,6 +26,7 @@ from omegaconf import OmegaConf
 
 from conftest import ROOT
 from medtune.config import compose_params
+from medtune.export import MAX_RELATIVE_LOGIT_DIFF
 
 pytestmark = pytest.mark.pipeline
 
@@ -118,11 +119,13 @@ def test_repro_builds_every_stage_of_every_task_and_writes_the_metrics(repo):
     assert json.loads((repo / "metrics/scope/eval.json").read_text())["accuracy"] > 0.5
     metrics = {task: json.loads((repo / f"metrics/{task}/eval.json").read_text()) for task in TASKS}
     for model in ("base", "finetuned"):
-        assert metrics["qa"][model]["perplexity"] > 1 and metrics["qa"][model]["examples"] == 4
-        assert 0 <= metrics["qa"][model]["rouge_l"] <= 1
+        qa, terminology = metrics["qa"][model], metrics["terminology"][model]
+        assert qa["perplexity"] > 1 and qa["examples"] == 4 and isinstance(qa["rouge_l"], float)
         assert {"sari", "bleu", "fkgl_output", "fkgl_source"} <= metrics["simplification"][model].keys()
-        assert 0 <= metrics["terminology"][model]["format_adherence"] <= 1
+        # a share of the test examples: a whole number of them follow the format
+        assert terminology["format_adherence"] * terminology["examples"] in range(terminology["examples"] + 1)
         assert {"precision", "recall", "f1", "per_type"} <= metrics["ner"][model].keys()
+    assert metrics["qa"]["finetuned"]["perplexity"] < metrics["qa"]["base"]["perplexity"]  # it learnt something
     assert metrics["ner"]["base"]["per_type"]["Medication"]["support"] > 0
     assert (repo / "metrics/ner/confusion.csv").read_text().startswith("actual,predicted\n")
     assert json.loads((repo / "metrics/qa/merge.json").read_text())["relative_logit_diff"] <= 1e-5
@@ -242,7 +245,8 @@ def test_predict_tags_text_with_the_merged_model(repo):
                             env=command_env(), check=True)  # fmt: skip
     assert not NETWORK_LOG.exists()
     entities = json.loads(result.stdout)
-    assert all(text[e["start"] : e["end"]] == e["text"] for e in entities)  # a tiny random model: spans, not quality
+    assert entities, result.stdout  # a tiny random model: spans, not quality
+    assert all(text[e["start"] : e["end"]] == e["text"] for e in entities)
 
 
 def test_the_cli_runs_offline(repo):
@@ -289,7 +293,8 @@ def test_export_is_opt_in_and_writes_checked_gguf_files_a_modelfile_and_the_full
     files = sorted(p.name for p in out.iterdir())
     assert files == ["Modelfile", "README.md", "terminology-f16.gguf", "terminology-q8_0.gguf"]
     checks = json.loads((repo / "metrics/terminology/export.json").read_text())
-    assert checks["f16"]["top1_agreement"] == 1.0 and checks["q8_0"]["relative_logit_diff"] <= 0.1
+    assert checks["f16"]["top1_agreement"] == 1.0
+    assert checks["q8_0"]["relative_logit_diff"] <= MAX_RELATIVE_LOGIT_DIFF["q8_0"]  # what the stage enforces
     card = (out / "README.md").read_text()
     assert "| format_adherence |" in card and "terminology-q8_0.gguf" in card  # test metrics and the files
     set_root_config(repo, export={"tasks": []})

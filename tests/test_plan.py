@@ -334,9 +334,8 @@ def test_medtune_plan_prints_the_breakdown_and_the_gpus_it_fits(monkeypatch, cap
     assert (ROOT / "params.yaml").read_bytes() == before  # composed into a temporary file only
 
 
-def test_a_plan_needs_an_architecture_and_says_where_to_put_it(tmp_path):
-    (tmp_path / "conf").symlink_to(ROOT / "conf")
-    params = load_params(compose_params(tmp_path, ["model.architecture=null"], out=tmp_path / "p.yaml"))
+def test_a_plan_needs_an_architecture_and_says_where_to_put_it(conf_project):
+    params = load_params(compose_params(conf_project, ["model.architecture=null"], out=conf_project / "p.yaml"))
     with pytest.raises(ConfigError, match=r"model\.architecture.*conf/model/smollm2-135m\.yaml"):
         setup_from_params(params)
 

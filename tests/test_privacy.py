@@ -7,9 +7,8 @@ import json
 import logging
 
 import pytest
-from test_stages import make_project, qa, run_stage
 
-from conftest import ROOT
+from conftest import ROOT, make_project, qa, run_stage
 from medtune import data, privacy
 from medtune.config import compose_params
 from medtune.errors import ConfigError, DataError
@@ -139,10 +138,9 @@ def test_redact_replaces_each_token_of_an_identifier_and_keeps_tokens_and_tags_a
     assert counts == {**NO_PHI, "mrn": 1, "email": 1, "phone": 1}
 
 
-def test_an_unknown_policy_is_a_config_error(tmp_path):
-    (tmp_path / "conf").symlink_to(ROOT / "conf")
+def test_an_unknown_policy_is_a_config_error(conf_project):
     with pytest.raises(ConfigError, match=r"privacy\.phi.*unknown policy 'ignore'; use error, warn, redact"):
-        compose_params(tmp_path, ["privacy.phi=ignore"])
+        compose_params(conf_project, ["privacy.phi=ignore"])
     with pytest.raises(ConfigError, match=r"privacy\.phi"):
         privacy.apply_phi_policy(SFT_RECORDS, "ignore")
 

@@ -527,12 +527,24 @@ qa_text = st.sampled_from(["What is gout?", "A form of arthritis."]) | read_text
 def test_question_answer_records_are_well_formed_or_refused_at_their_line(texts, id_column):
     """Duplicate ids, and texts that are empty once normalised (spaces, line breaks, a BOM are not text)."""
     rows = [(f"f.jsonl:{n}", {"id": i, "q": q, "a": a}) for n, (i, q, a) in enumerate(texts, start=1)]
+    bad = first_bad_line(texts, id_column)
     try:
         records, _ = data.to_sft_records(rows, {"prompt": "q", "response": "a"}, id_column, "error")
     except DataError as err:
-        assert re.fullmatch(r"f\.jsonl:\d", err.where), err
+        assert err.where == f"f.jsonl:{bad}", err
         return
+    assert bad is None, f"line {bad} accepted: {texts[bad - 1]}"
     assert_well_formed(records, "sft", [])
+
+
+def first_bad_line(texts: list[tuple[str, str, str]], id_column: str | None) -> int | None:
+    """The line of the first (id, question, answer) with a text of only white space or an id seen before."""
+    seen = set()
+    for n, (id_, question, answer) in enumerate(texts, start=1):
+        if not question.split() or not answer.split() or (id_column and id_ in seen):
+            return n
+        seen.add(id_)
+    return None
 
 
 @examples(60)
@@ -600,12 +612,16 @@ def test_a_split_is_a_leakage_free_partition_or_a_data_error_when_one_would_be_e
     records = [{"id": str(i), "prompt": p, "response": "A."} for i, p in enumerate(prompts)]
     try:
         splits = data.split_records(records, validation, test, seed)
+    except ConfigError as err:  # every split is needed
+        assert err.key == ("task.split.validation" if validation == 0 else "task.split.test"), err
+        assert test == 0 or validation == 0, err
+        return
     except DataError as err:
         assert "split is empty" in err.problem
         return
     assert sorted(r["id"] for s in splits.values() for r in s) == sorted(r["id"] for r in records)
-    for name, share in (("train", 1 - validation - test), ("validation", validation), ("test", test)):
-        assert splits[name] or share == 0, f"{name} is empty"
+    for name in data.SPLITS:
+        assert splits[name], f"{name} is empty"
     data.check_no_leakage(splits)
 
 
@@ -622,7 +638,7 @@ def clean_file(fmt: str, n: int) -> bytes:
     data_=st.data(),
     fmt=st.sampled_from(["jsonl", "csv"]),
     on_invalid=st.sampled_from(["error", "drop"]),
-    validation=st.sampled_from([0.0, 0.1, 0.3]),
+    validation=st.sampled_from([0.1, 0.3]),  # a share of 0 is a ConfigError (test_every_split_needs_a_share_above_zero)
 )
 def test_the_prepare_stage_writes_every_split_or_fails_with_our_error_and_no_output(data_, fmt, on_invalid, validation):
     params = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
@@ -656,7 +672,7 @@ def test_the_prepare_stage_writes_every_split_or_fails_with_our_error_and_no_out
             for n in data.SPLITS
         }
     assert [len(splits[n]) for n in data.SPLITS] == [stats[n] for n in data.SPLITS]
-    assert splits["train"] and splits["test"] and (splits["validation"] or validation == 0)
+    assert all(splits[n] for n in data.SPLITS)
     assert_well_formed([r for s in splits.values() for r in s], "sft", [])
 
 
@@ -722,6 +738,7 @@ yaml_values = st.recursive(
 def test_a_changed_params_yaml_loads_or_fails_with_a_config_error_naming_the_key(path, change, value, name):
     raw = copy.deepcopy(PARAMS)
     parent = at(raw, path[:-1])
+    changed = ".".join((*path[:-1], name) if change == "unknown key" else path)
     if change == "value":
         parent[path[-1]] = value
     elif change == "unknown key":
@@ -734,7 +751,7 @@ def test_a_changed_params_yaml_loads_or_fails_with_a_config_error_naming_the_key
         try:
             params = load_params(params_file)
         except ConfigError as err:
-            assert err.key.startswith(".".join(path[:-1])) and err.key != "-", f"{err} for a change at {path}"
+            assert err.key == changed or err.key.startswith((f"{changed}.", f"{changed}[")), f"{err} for {changed}"
             return
     loaded = OmegaConf.to_container(params, resolve=True)
     assert_writable(loaded)

@@ -8,24 +8,25 @@ import math
 import pytest
 import torch
 from omegaconf import OmegaConf
+from safetensors.torch import load_file
 
-from conftest import ROOT
+from conftest import link_project
 from medtune.config import PeftConfig, TrainConfig, compose_params, load_params
 from medtune.errors import ConfigError
 from medtune.modeling import merge_adapter
+from medtune.plan import PROJECTIONS
 from medtune.training import load_base_for_training, train_adapter
 
 pytest.importorskip("bitsandbytes")
 
 LABELS = ["O", "B-Disease", "I-Disease"]
-TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+TARGETS = list(PROJECTIONS)  # LoRA on every projection of the Llama blocks
 
 
 @pytest.fixture(scope="module")
 def qlora_params(tmp_path_factory):
     """params.yaml as `-S peft=qlora` composes it."""
-    root = tmp_path_factory.mktemp("project")
-    (root / "conf").symlink_to(ROOT / "conf")
+    root = link_project(tmp_path_factory.mktemp("project"), "conf")
     return load_params(compose_params(root, ["peft=qlora", "model=tiny-random"]))
 
 
@@ -83,7 +84,8 @@ def test_qlora_trains_an_adapter_that_merges_into_the_full_precision_base(
     )
 
     assert metrics["steps"] == 6 and math.isfinite(metrics["eval_loss"])
-    assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
+    adapter = load_file(tmp_path / "adapter" / "adapter_model.safetensors")
+    assert any(tensor.abs().max() > 0 for name, tensor in adapter.items() if "lora_B" in name)  # B starts at zero
     probe = [e["input_ids"] for e in _examples(kind, 2, seed=3)]
     merged, check = merge_adapter(tiny_model_dir, tmp_path / "adapter", probe, LABELS if kind != "sft" else None)
     assert check["relative_logit_diff"] < 1e-5

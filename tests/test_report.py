@@ -3,10 +3,13 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
 
+from medtune import report
+from medtune.errors import ConfigError
 from medtune.report import (
     ExperimentRow,
     MetricChange,
@@ -16,6 +19,7 @@ from medtune.report import (
     paired_samples,
     rank,
     render,
+    render_figures,
     varying_params,
 )
 
@@ -133,3 +137,13 @@ def test_a_report_without_param_changes_says_so():
     )
     assert "## Params that changed\n\nNone." in text
     assert "| perplexity | 9 | 9 | +0 | +0.0% | = same |" in text
+
+
+def test_a_failing_dvc_plots_diff_is_a_config_error_with_dvcs_message(tmp_path, monkeypatch):
+    def dvc_without_the_revision(cmd, **kwargs):
+        return subprocess.CompletedProcess(cmd, 1, stdout="", stderr="ERROR: unknown Git revision 'mian'\n")
+
+    monkeypatch.setattr(report.subprocess, "run", dvc_without_the_revision)
+
+    with pytest.raises(ConfigError, match=r"--against.*dvc plots diff mian --json.*unknown Git revision 'mian'"):
+        render_figures("mian", None, tmp_path / "report")

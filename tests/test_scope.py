@@ -25,7 +25,9 @@ def test_a_bad_question_names_file_and_line(tmp_path, line, message):
 def test_the_authored_sets_are_balanced_and_disjoint():
     train = read_scope_questions(ROOT / "data/raw/scope_train.jsonl")
     test = read_scope_questions(ROOT / "data/raw/scope.jsonl")
-    assert sum(q["in_scope"] for q in test) >= 100 and sum(not q["in_scope"] for q in test) >= 100
+    for questions in (train, test):  # as many off-topic questions as health ones
+        assert sum(q["in_scope"] for q in questions) == sum(not q["in_scope"] for q in questions)
+    assert len(test) >= 200
     assert not {q["text"].lower() for q in train} & {q["text"].lower() for q in test}
     assert any(q["text"] == "What is the capital of France?" and not q["in_scope"] for q in test)
 
@@ -42,9 +44,13 @@ def test_classifier_separates_and_round_trips_through_json(tmp_path):
 
 
 def test_metrics_count_both_kinds_of_error():
-    questions = [{"in_scope": True}, {"in_scope": True}, {"in_scope": False}, {"in_scope": False}]
-    metrics = scope_metrics(questions, [0.9, 0.2, 0.7, 0.1], threshold=0.5)
-    assert (metrics["accuracy"], metrics["false_refusal_rate"], metrics["false_acceptance_rate"]) == (0.5, 0.5, 0.5)
+    questions = [{"in_scope": True}] * 3 + [{"in_scope": False}] * 2
+    # health questions: 1 answered, 2 refused; off-topic ones: 1 answered, 1 refused
+    metrics = scope_metrics(questions, [0.9, 0.2, 0.1, 0.7, 0.3], threshold=0.5)
+    assert metrics["false_refusal_rate"] == pytest.approx(2 / 3)
+    assert metrics["false_acceptance_rate"] == 0.5
+    assert metrics["accuracy"] == 0.4
+    assert (metrics["in_scope_questions"], metrics["out_of_scope_questions"]) == (3, 2)
 
 
 def test_guard_trained_on_the_authored_set_answers_health_questions_only(authored_guard):

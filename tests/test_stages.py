@@ -3,34 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import yaml
 
-from conftest import ROOT, write_lines
-from medtune.config import compose_params
-
-
-def make_project(tmp_path: Path, qa_lines: list[str], overrides: list[str] = ()) -> Path:
-    """A minimal project folder (conf/, stages/, params.yaml, data/raw/qa.jsonl) to run stages in."""
-    for name in ("conf", "stages"):
-        (tmp_path / name).symlink_to(ROOT / name)
-    (tmp_path / "data" / "raw").mkdir(parents=True)
-    write_lines(tmp_path / "data" / "raw" / "qa.jsonl", qa_lines)
-    compose_params(tmp_path, list(overrides))
-    return tmp_path
-
-
-def run_stage(project: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "COLUMNS": "300", "HF_HUB_OFFLINE": "1"}  # one error line, not wrapped by rich
-    return subprocess.run([sys.executable, "-m", *args], cwd=project, capture_output=True, text=True, env=env)
-
-
-def qa(i: int, answer: str = "A short answer.") -> str:
-    return json.dumps({"id": f"qa-{i}", "question": f"Question number {i}?", "answer": answer})
+from conftest import make_project, qa, run_stage
 
 
 def test_prepare_writes_splits_and_stats(tmp_path):
@@ -79,5 +55,6 @@ def test_an_unreachable_hub_dataset_says_how_to_get_it(tmp_path):
     project = make_project(tmp_path, [qa(1)], ["task@tasks.qa=qa_medquad"])
     result = run_stage(project, "stages.prepare", "qa", "data/prepared/qa")
     assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert "keivalya/MedQuad-MedicalQnADataset: cannot reach the Hugging Face hub" in result.stderr
+    assert "config key `task.data.hub_id`: cannot load keivalya/MedQuad-MedicalQnADataset@" in result.stderr
+    assert "OfflineModeIsEnabled" in result.stderr  # STAGE_ENV: offline, so it fails at once
     assert "hf download --repo-type dataset keivalya/MedQuad-MedicalQnADataset" in result.stderr

@@ -13,10 +13,11 @@ from peft import get_peft_model
 from medtune.config import PeftConfig, TrainConfig, WeightsConfig
 from medtune.errors import TrainingError
 from medtune.modeling import build_base_model, load_causal_lm, load_token_classifier
+from medtune.plan import PROJECTIONS
 from medtune.tasks import IGNORE_INDEX
 from medtune.training import completion_loss, load_base_for_training, lora_config, make_batch, train_adapter
 
-TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+TARGETS = list(PROJECTIONS)  # LoRA on every projection of the Llama blocks
 
 
 def sft_examples(lengths: list[int], prompt: int = 4) -> list[dict]:

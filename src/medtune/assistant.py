@@ -70,10 +70,22 @@ class Assistant:
             pad_token_id=self.tokenizer.pad_token_id,
             eos_token_id=self.tokenizer.eos_token_id,
         )
-        thread = Thread(target=self.model.generate, kwargs=kwargs, daemon=True)
+        failures: list[Exception] = []
+        thread = Thread(target=self._generate_into, args=(streamer, kwargs, failures), daemon=True)
         thread.start()
         yield from streamer
         thread.join()
+        if failures:
+            raise failures[0]
+
+    def _generate_into(self, streamer: Any, kwargs: dict[str, Any], failures: list[Exception]) -> None:
+        """`model.generate` on the streamer, run in a thread. A failure (out of memory, a bad input) is kept in
+        `failures` for the caller to raise, and ends the stream: otherwise the caller would wait on it forever."""
+        try:
+            self.model.generate(**kwargs)
+        except Exception as err:
+            failures.append(err)
+            streamer.end()
 
 
 def load_assistant(task: Any, model_dir: Path, adapter_dir: Path | None, guard_file: Path | None) -> Assistant:

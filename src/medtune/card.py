@@ -11,6 +11,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from medtune.config import train_config
 from medtune.report import flatten, format_number
 
 DISCLAIMER = (
@@ -60,7 +61,7 @@ def model_card(
         "## Base model\n\n" + _base_model(params),
         "## Task\n\n" + _task(task),
         "## Training data\n\n" + _data(task),
-        "## Training\n\n" + _training(params, train_metrics),
+        "## Training\n\n" + _training(params, task_name, train_metrics),
         "## Evaluation\n\n" + _evaluation(task_name, evaluation),
         "## Intended use\n\n"
         + _INTENDED_USE[task.kind].format(
@@ -102,8 +103,10 @@ def _data(task: Any) -> str:
     return f"- source: {where}\n- provenance: {provenance}\n- split train / validation / test: {split}"
 
 
-def _training(params: Any, train_metrics: dict) -> str:
-    settings = {"peft": OmegaConf.to_container(params.peft), "train": OmegaConf.to_container(params.train)}
+def _training(params: Any, task_name: str, train_metrics: dict) -> str:
+    """The settings the task trained with: `train` with the task's own overrides applied (ner's epochs and lr)."""
+    train = train_config(params, task_name)
+    settings = {"peft": OmegaConf.to_container(params.peft), "train": OmegaConf.to_container(train)}
     rows = [
         f"| `{group}.{key}` | {value} |" for group, values in settings.items() for key, value in flatten(values).items()
     ]

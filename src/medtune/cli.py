@@ -6,7 +6,8 @@ medtune plan [OVERRIDE ...]         peak GPU memory of training with that config
                                     medtune plan model=mistral-7b-instruct-v0.3 peft=qlora train.max_length=512
 medtune predict ner "TEXT"          entities with character offsets, as JSON
 medtune predict TASK --input in.jsonl --output out.jsonl
-                                    one `{"text": ...}` per line in; out: `entities` (ner) or `output`; resumable
+                                    one `{"text": ...}` per line in; out: `entities` (ner) or `output` and
+                                    `safety_note` (generative tasks); resumable
 medtune chat terminology           terminal chat with a task's fine-tuned model (scope guard, safety note)
 medtune serve qa [--port 7860]      the same in a local web app on 127.0.0.1; for ner, highlighted entities
 medtune report --against main       metrics/report.md: params, metrics (better/worse), figures, samples vs `main`

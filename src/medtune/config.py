@@ -27,6 +27,8 @@ LAUNCHERS = ("python", "accelerate")
 ATTENTION = ("eager", "sdpa", "flash_attention_2")  # transformers' attn_implementation values medtune trains with
 SCALARS = {str: "text", int: "an integer", float: "a number", bool: "true or false"}
 PHI_POLICIES = ("error", "warn", "redact")
+KINDS = ("sft", "token_classification")  # the two model heads: causal LM, token classifier
+WEIGHT_DTYPES = ("float32", "bfloat16", "float16")  # what models/base may store its weights in
 
 
 @dataclass
@@ -113,7 +115,7 @@ class TrainConfig:
 @dataclass
 class DataConfig:
     source: str = "local"  # local | hub
-    path: str | None = None  # local: .jsonl, .json, .csv or .parquet
+    path: str | None = None  # local: .jsonl, .json, .csv, .parquet or .conll
     hub_id: str | None = None
     revision: str | None = None
     hub_split: str = "train"
@@ -217,11 +219,25 @@ def validate(raw: dict[str, Any], source: str = PARAMS_FILE) -> DictConfig:
         raise ConfigError("-", f"{source} nests lists or mappings too deeply") from None
     if missing:
         raise ConfigError(missing[0], f"is required but missing in {source}")
+    _check_choices(cfg)
+    _check_counts(cfg)
     _check_export(cfg.export, cfg.tasks)
     _check_train(cfg.train, "train")
+    for task in cfg.tasks:
+        train_config(cfg, task)  # each task's own train overrides, refused here rather than in its train stage
+    return cfg
+
+
+def _check_choices(cfg: DictConfig) -> None:
+    """Keys that name one of a few things, checked before any stage runs (else the first stage to read one fails)."""
+    if cfg.model.weights.dtype not in WEIGHT_DTYPES:
+        dtype = cfg.model.weights.dtype
+        raise ConfigError("model.weights.dtype", f"unknown dtype {dtype!r}; use {', '.join(WEIGHT_DTYPES)}")
+    for name, task in cfg.tasks.items():
+        if task.kind not in KINDS:
+            raise ConfigError(f"tasks.{name}.kind", f"unknown kind {task.kind!r}; use {' or '.join(KINDS)}")
     if cfg.privacy.phi not in PHI_POLICIES:
         raise ConfigError("privacy.phi", f"unknown policy {cfg.privacy.phi!r}; use {', '.join(PHI_POLICIES)}")
-    return cfg
 
 
 def _check_train(train: DictConfig, key: str) -> None:
@@ -238,6 +254,16 @@ def _check_train(train: DictConfig, key: str) -> None:
             f"must be 0 or a multiple of logging_steps ({train.logging_steps}), not {train.checkpoint_steps}: "
             "a run resumed from a checkpoint then logs the same loss curve as one that was never stopped",
         )
+
+
+def _check_counts(cfg: DictConfig) -> None:
+    """Example and record limits are counts: a negative one would silently drop examples from the end
+    (`examples[:-1]`) instead of failing."""
+    limits = {"eval.max_examples": cfg.eval.max_examples, "judge.max_examples": cfg.judge.max_examples}
+    limits.update({f"tasks.{name}.data.max_records": task.data.max_records for name, task in cfg.tasks.items()})
+    for key, value in limits.items():
+        if value is not None and value < 1:
+            raise ConfigError(key, f"must be 1 or more (or null for all), not {value}")
 
 
 def _check_raw(raw: Any, schema: DictConfig | ListConfig | None, source: str, key: str = "") -> None:
@@ -273,7 +299,7 @@ def _check_export(export: DictConfig, tasks: DictConfig) -> None:
         if name not in tasks or tasks[name].kind != "sft":
             generative = ", ".join(t for t in tasks if tasks[t].kind == "sft") or "none"
             raise ConfigError("export.tasks", f"{name!r} is not a generative task of this run (those: {generative})")
-    for gguf_type in [*export.types, export.ollama]:
+    for gguf_type in export.types:
         if gguf_type not in GGUF_TYPES:
             raise ConfigError("export.types", f"unknown GGUF type {gguf_type!r}; use {', '.join(GGUF_TYPES)}")
     if "q4_k_m" in export.types and "f16" not in export.types:
@@ -308,6 +334,12 @@ def train_config(params: DictConfig, task: str) -> DictConfig:
         error = _config_error(err, PARAMS_FILE)
         raise ConfigError(f"tasks.{task}.{error.key}", error.problem) from None
     _check_train(train, f"tasks.{task}.train")
+    if "max_length" in task_config(params, task).train:
+        raise ConfigError(
+            f"tasks.{task}.train.max_length",
+            f"is not read: set the task's tokens per example with tasks.{task}.max_length "
+            "(train.max_length sets one length for every task)",
+        )
     return train
 
 

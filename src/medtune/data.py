@@ -33,7 +33,7 @@ def read_rows(data: Any) -> list[Row]:
     """Read every row of the configured source (`task.data`), each tagged with where it came from."""
     if data.source == "local":
         if not data.path:
-            raise ConfigError("task.data.path", "is empty; set it to a .jsonl, .json, .csv or .parquet file")
+            raise ConfigError("task.data.path", "is empty; set it to a .jsonl, .json, .csv, .parquet or .conll file")
         rows = list(read_local_rows(Path(data.path)))
         if not rows:
             raise DataError(data.path, "has no records")
@@ -44,7 +44,7 @@ def read_rows(data: Any) -> list[Row]:
 
 
 def read_local_rows(path: Path) -> Iterator[Row]:
-    """Rows of a local JSONL/JSON/CSV/Parquet file; a file that cannot be parsed raises DataError."""
+    """Rows of a local JSONL/JSON/CSV/Parquet/CoNLL file; a file that cannot be parsed raises DataError."""
     if not path.is_file():
         raise DataError(str(path), "file not found")
     readers = {
@@ -196,13 +196,18 @@ def read_hub_rows(hub_id: str | None, revision: str | None, split: str) -> list[
         raise ConfigError("task.data.hub_id", "is empty; set the dataset id, e.g. keivalya/MedQuad-MedicalQnADataset")
     try:
         ds = datasets.load_dataset(hub_id, revision=revision, split=split)
-    except ConnectionError as err:
-        raise DataError(
-            hub_id,
-            f"cannot reach the Hugging Face hub ({err}). Download it once with "
-            f"`hf download --repo-type dataset {hub_id}` on a machine with internet, "
+    except OSError as err:  # offline, unreachable, no such dataset or revision, no such folder: all are OSErrors
+        raise ConfigError(
+            "task.data.hub_id",
+            f"cannot load {hub_id}@{revision or 'main'} ({type(err).__name__}: {' '.join(str(err).split())}). "
+            f"If it is a hub dataset, check the id and run `hf download --repo-type dataset {hub_id}` once on a "
+            "machine with internet (the cache is then used offline with HF_HUB_OFFLINE=1); "
             "or point task.data.hub_id at a local folder with its files.",
-        ) from err
+        ) from None
+    except ValueError as err:
+        if "Unknown split" not in str(err):
+            raise
+        raise ConfigError("task.data.hub_split", f"{hub_id}: {err}") from None
     return [(f"{hub_id}@{revision or 'main'} (record {i})", row) for i, row in enumerate(ds, start=1)]
 
 
@@ -331,10 +336,14 @@ def split_records(records: list[dict], validation: float, test: float, seed: int
     """Deterministic train/validation/test split by seed.
 
     Records whose input text (`record_text`) is the same after `normalise_key` stay in one split (no leakage).
-    Raises DataError when a split with a non-zero share would be empty.
+    Every split is needed (training evaluates on validation, the evaluate stage reports on test): a share that is
+    not in (0, 1) is a ConfigError, and a split that would be empty with so few records is a DataError.
     """
-    if not (0 <= validation < 1 and 0 <= test < 1 and validation + test < 1):
-        raise ConfigError("task.split", f"validation={validation} and test={test} must be in [0, 1) and sum below 1")
+    for name, share in (("validation", validation), ("test", test)):
+        if not 0 < share < 1:
+            raise ConfigError(f"task.split.{name}", f"must be a share above 0 and below 1 (e.g. 0.1), not {share}")
+    if validation + test >= 1:
+        raise ConfigError("task.split", f"validation={validation} and test={test} leave no train split: sum below 1")
     groups: dict[str, list[dict]] = {}
     for record in records:
         groups.setdefault(normalise_key(record_text(record)), []).append(record)
@@ -345,8 +354,8 @@ def split_records(records: list[dict], validation: float, test: float, seed: int
     for key in keys:
         name = next((s for s in ("test", "validation") if len(splits[s]) < targets[s]), "train")
         splits[name].extend(groups[key])
-    for name, share in (("train", 1 - validation - test), ("validation", validation), ("test", test)):
-        if share > 0 and not splits[name]:
+    for name in SPLITS:
+        if not splits[name]:
             raise DataError("task.split", f"the {name} split is empty with only {len(records)} records")
     check_no_leakage(splits)
     return splits
@@ -419,8 +428,9 @@ def _tokens_and_tags(where: str, row: dict, columns: dict, tag_names: list[str] 
     if all(isinstance(t, int) and not isinstance(t, bool) for t in tags):
         if not tag_names:
             raise DataError(where, "tags are integers: set task.data.tag_names to the dataset's label list")
-        if not all(0 <= t < len(tag_names) for t in tags):
-            raise DataError(where, f"tag ids must be in 0..{len(tag_names) - 1}, got {max(tags)}")
+        wrong = next((t for t in tags if not 0 <= t < len(tag_names)), None)
+        if wrong is not None:
+            raise DataError(where, f"tag ids must be in 0..{len(tag_names) - 1}, got {wrong}")
         tags = [tag_names[t] for t in tags]
     return tokens, tags
 

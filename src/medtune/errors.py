@@ -29,7 +29,8 @@ class ConfigError(MedtuneError):
 
 
 class ModelError(MedtuneError):
-    """Base model weights cannot be found or loaded (offline hub, missing package, bad local path)."""
+    """A model or its tokenizer cannot be found, loaded or converted (offline hub, missing package, bad local path,
+    no chat template, a GGUF conversion that fails)."""
 
 
 class TrainingError(MedtuneError):

@@ -202,8 +202,8 @@ def gguf_logit_check(model: Any, gguf_file: Path, probe: list[list[int]]) -> dic
     same_top1 = total = 0
     with torch.no_grad():
         for ids in probe:
-            batch = torch.tensor([ids])
-            want, got = model(input_ids=batch).logits[0], loaded(input_ids=batch).logits[0]
+            batch = torch.tensor([ids])  # the GGUF model stays on the CPU; `model` may be on a GPU
+            want, got = model(input_ids=batch.to(model.device)).logits[0].cpu(), loaded(input_ids=batch).logits[0]
             max_diff = max(max_diff, (want - got).abs().max().item())
             max_logit = max(max_logit, want.abs().max().item())
             same_top1 += (want.argmax(-1) == got.argmax(-1)).sum().item()

@@ -2,16 +2,17 @@
 
 Off by default. Nothing is sent anywhere unless `judge.enabled` is true and `judge.url` is set: the texts are
 medical, so sending them out is the user's explicit decision. A reply that cannot be parsed, or a failed
-request, is counted in `judge_failed` instead of stopping the evaluation.
+request, is counted in `judge_failed` instead of stopping the evaluation; but when requests failed and no reply
+at all could be rated, the endpoint is wrong (URL, key), and that is a ConfigError rather than scores of None.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import os
 import re
-import urllib.error
 import urllib.request
 from typing import Any
 
@@ -56,17 +57,24 @@ def judge_simplifications(cfg: Any, sources: list[str], outputs: list[str]) -> d
     api_key = os.environ.get(cfg.api_key_env, "") if cfg.api_key_env else ""
     rated: list[dict[str, int]] = []
     failed = 0
+    first_error: Exception | None = None
     for source, output in list(zip(sources, outputs, strict=True))[: cfg.max_examples]:
         user = f"Original clinical text:\n{source}\n\nPlain-language rewrite:\n{output}"
         try:
             scores = parse_scores(_chat(cfg.url, cfg.model, api_key, user, cfg.timeout_s))
-        except (urllib.error.URLError, TimeoutError, ValueError, KeyError, IndexError, TypeError) as err:
+        # network and HTTP failures (URLError and timeouts are OSErrors), and a body that is not a chat completion
+        except (OSError, http.client.HTTPException, ValueError) as err:
             log.warning("judge request failed: %s", err)
+            first_error = first_error or err
             scores = None
         if scores is None:
             failed += 1
         else:
             rated.append(scores)
+    if not rated and first_error is not None:
+        raise ConfigError(
+            "judge.url", f"no reply could be rated; the first request to {cfg.url} failed: {first_error}"
+        ) from first_error
     result: dict[str, float | int | None] = {"judge_rated": len(rated), "judge_failed": failed}
     for c in CRITERIA:
         result[f"judge_{c}"] = sum(r[c] for r in rated) / len(rated) if rated else None
@@ -86,4 +94,18 @@ def _chat(url: str, model: str, api_key: str, user: str, timeout: float) -> str:
         url.rstrip("/") + "/chat/completions", data=json.dumps(body).encode(), headers=headers, method="POST"
     )
     with urllib.request.urlopen(request, timeout=timeout) as response:
-        return json.loads(response.read())["choices"][0]["message"]["content"]
+        return _content(json.loads(response.read()))
+
+
+def _content(completion: Any) -> str:
+    """The answer of an OpenAI chat completion. Any other shape (an error object from a server that is not
+    OpenAI-compatible) is a ValueError saying so, counted as a failed request like an HTTP error."""
+    try:
+        content = completion["choices"][0]["message"]["content"]
+    except (KeyError, IndexError, TypeError):
+        raise ValueError(
+            f"not an OpenAI chat completion (no choices[0].message.content): {completion!r:.200}"
+        ) from None
+    if not isinstance(content, str):
+        raise ValueError(f"not an OpenAI chat completion (message.content is {type(content).__name__})")
+    return content

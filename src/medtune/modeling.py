@@ -260,6 +260,14 @@ def device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def probe_sequences(tokenized_dir: Path, count: int = 4) -> list[list[int]]:
+    """The token ids of the first `count` test examples: the sequences on which merge and export compare a model's
+    logits with the model it was made from (a handful catches a wrong merge or a broken GGUF file, and is quick)."""
+    from medtune.io import read_jsonl
+
+    return [e["input_ids"] for e in read_jsonl(Path(tokenized_dir) / "test.jsonl")[:count]]
+
+
 def merge_adapter(
     base_dir: str | Path, adapter_dir: str | Path, probe: list[list[int]], labels: list[str] | None = None
 ) -> tuple[Any, dict]:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from medtune.errors import ConfigError
 from medtune.io import atomic_write_text
 from medtune.metrics import direction
 
@@ -201,9 +202,7 @@ def render_figures(against: str, rev: str | None, out_dir: Path) -> list[Path]:
     """PNG files of every plot dvc.yaml declares, both revisions overlaid, as `dvc plots diff` draws them."""
     import vl_convert
 
-    cmd = [sys.executable, "-m", "dvc", "plots", "diff", against, *([rev] if rev else []), "--json"]
-    result = subprocess.run(cmd, capture_output=True, text=True, check=True)
-    plots = json.loads(result.stdout)["data"]
+    plots = _plots_diff(against, rev)
     out_dir.mkdir(parents=True, exist_ok=True)
     for old in out_dir.glob("*.png"):
         old.unlink()
@@ -219,6 +218,17 @@ def render_figures(against: str, rev: str | None, out_dir: Path) -> list[Path]:
             path.write_bytes(vl_convert.vegalite_to_png(json.dumps(render_["content"]), scale=1.0))
             written.append(path)
     return written
+
+
+def _plots_diff(against: str, rev: str | None) -> dict[str, Any]:
+    """`dvc plots diff --json`'s plots. When DVC fails (mostly a revision it cannot find), its own message is the
+    explanation, so it is passed on in the ConfigError instead of a bare exit status."""
+    args = ["plots", "diff", against, *([rev] if rev else []), "--json"]
+    result = subprocess.run([sys.executable, "-m", "dvc", *args], capture_output=True, text=True)
+    if result.returncode != 0:
+        problem = " ".join(result.stderr.split()) or f"no message, exit status {result.returncode}"
+        raise ConfigError("--against", f"`dvc {' '.join(args)}` failed: {problem}")
+    return json.loads(result.stdout)["data"]
 
 
 def _read_jsonl_at(repo: Any, path: str, rev: str | None) -> list[dict]:

@@ -1,0 +1,19 @@
+"""The model card states what the run did: the task's own training settings, its measured numbers, the disclaimer."""
+
+from __future__ import annotations
+
+from conftest import ROOT
+from medtune.card import DISCLAIMER, model_card
+from medtune.config import load_params, train_config
+
+
+def test_the_card_lists_the_training_settings_the_task_trained_with():
+    params = load_params(ROOT / "params.yaml")  # ner overrides epochs and lr (conf/task/ner.yaml), qa does not
+    ner = model_card("ner", params, {"eval_loss": 0.39}, evaluation=None)
+    qa = model_card("qa", params, {"eval_loss": 2.1}, evaluation={"base": {"ppl": 15.0}, "finetuned": {"ppl": 9.2}})
+    ner_train = train_config(params, "ner")
+    assert ner_train.epochs != params.train.epochs  # else this test could not tell the two apart
+    assert f"| `train.epochs` | {ner_train.epochs} |" in ner and f"| `train.lr` | {ner_train.lr} |" in ner
+    assert f"| `train.epochs` | {params.train.epochs} |" in qa and f"| `train.lr` | {params.train.lr} |" in qa
+    assert "| eval_loss | 0.39 |" in ner and "| ppl | 15 | 9.2 |" in qa
+    assert DISCLAIMER in ner and DISCLAIMER in qa

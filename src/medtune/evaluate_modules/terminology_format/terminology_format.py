@@ -3,7 +3,7 @@
 import datasets
 import evaluate
 
-from medtune.metrics import follows_terminology_format, has_disclaimer
+from medtune.metrics import score_texts
 
 
 class TerminologyFormat(evaluate.Metric):
@@ -17,8 +17,5 @@ class TerminologyFormat(evaluate.Metric):
         )
 
     def _compute(self, predictions):
-        n = len(predictions)
-        return {
-            "format_adherence": sum(map(follows_terminology_format, predictions)) / n,
-            "disclaimer_rate": sum(map(has_disclaimer, predictions)) / n,
-        }
+        # the evaluate stage's own scores (medtune.metrics), so the two can never disagree
+        return score_texts(["format_adherence", "disclaimer_rate"], [], predictions, [])

@@ -34,7 +34,9 @@ def test_the_training_benchmark_trains_both_recipes_on_the_same_tokens(tmp_path)
     assert notebook["eval_loss"] > 0 and medtune["eval_loss"] > 0 and result["ratio"] > 0
     assert 0 < medtune["share_of_peak"] < 1 and result["matmul_peak_gflops"]["bf16"] > 0
     shares = result["step_time_shares"]  # --profile: where a medtune step's time goes
-    assert math.isclose(sum(shares.values()), 1) and shares["LoRA matmuls"] > 0 and shares["other matmuls"] > 0
+    # six shares, each rounded to 4 decimals in the JSON: their sum is 1 within 6 x 0.00005
+    assert math.isclose(sum(shares.values()), 1, abs_tol=3e-4)
+    assert shares["LoRA matmuls"] > 0 and shares["other matmuls"] > 0
     assert result["share_of_peak_if_only_matmuls"] > medtune["share_of_peak"]
 
 

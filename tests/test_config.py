@@ -106,6 +106,7 @@ def test_a_tasks_own_train_max_length_is_refused_with_the_key_that_sets_it():
     [
         (["model", "weights", "dtype"], "fp32", r"model\.weights\.dtype.*'fp32'.*use float32, bfloat16"),
         (["tasks", "ner", "kind"], "ner", r"tasks\.ner\.kind.*'ner'.*use sft or token_classification"),
+        (["tasks", "qa", "metrics"], ["rouge_l", "rouge"], r"tasks\.qa\.metrics.*unknown metric 'rouge'.*rouge_l"),
         (["eval", "max_examples"], -1, r"eval\.max_examples.*must be 1 or more.*not -1"),
         (["judge", "max_examples"], 0, r"judge\.max_examples.*not 0"),
         (["tasks", "qa", "data", "max_records"], -5, r"tasks\.qa\.data\.max_records.*not -5"),

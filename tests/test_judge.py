@@ -7,10 +7,11 @@ import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
+import yaml
 from omegaconf import OmegaConf
 
 from conftest import ROOT
-from medtune.config import JudgeConfig, load_params
+from medtune.config import JudgeConfig, validate
 from medtune.errors import ConfigError
 from medtune.judge import judge_simplifications, parse_scores
 
@@ -119,7 +120,8 @@ def test_a_judge_that_only_writes_unparseable_replies_gives_no_scores(fake_serve
 
 
 def test_judge_is_off_by_default_and_needs_an_explicit_endpoint():
-    judge = load_params(ROOT / "params.yaml").judge
-    assert judge.enabled is False and judge.url is None
-    with pytest.raises(ConfigError, match="judge.url"):
-        judge_simplifications(OmegaConf.structured(JudgeConfig(enabled=True)), ["s"], ["o"])
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    assert raw["judge"]["enabled"] is False and raw["judge"]["url"] is None
+    raw["judge"]["enabled"] = True
+    with pytest.raises(ConfigError, match=r"judge\.url.*set judge\.url and judge\.model"):
+        validate(raw)

@@ -233,9 +233,19 @@ def _check_choices(cfg: DictConfig) -> None:
     if cfg.model.weights.dtype not in WEIGHT_DTYPES:
         dtype = cfg.model.weights.dtype
         raise ConfigError("model.weights.dtype", f"unknown dtype {dtype!r}; use {', '.join(WEIGHT_DTYPES)}")
+    from medtune.metrics import TEXT_METRICS  # a light module: the scoring libraries load only when they score
+
     for name, task in cfg.tasks.items():
         if task.kind not in KINDS:
             raise ConfigError(f"tasks.{name}.kind", f"unknown kind {task.kind!r}; use {' or '.join(KINDS)}")
+        unknown = [metric for metric in task.metrics if metric not in TEXT_METRICS]
+        if unknown:  # else only the evaluate stage would notice, after the whole training
+            known = ", ".join(TEXT_METRICS)
+            raise ConfigError(f"tasks.{name}.metrics", f"unknown metric {unknown[0]!r}; known: {known}")
+    if cfg.judge.enabled and not (cfg.judge.url and cfg.judge.model):
+        raise ConfigError(
+            "judge.url", "set judge.url and judge.model (an OpenAI-compatible endpoint) or judge.enabled=false"
+        )
     if cfg.privacy.phi not in PHI_POLICIES:
         raise ConfigError("privacy.phi", f"unknown policy {cfg.privacy.phi!r}; use {', '.join(PHI_POLICIES)}")
 

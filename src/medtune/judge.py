@@ -49,11 +49,8 @@ def parse_scores(reply: str) -> dict[str, int] | None:
 
 
 def judge_simplifications(cfg: Any, sources: list[str], outputs: list[str]) -> dict[str, float | int | None]:
-    """Mean judge scores over the first `cfg.max_examples` (source, output) pairs, plus rated/failed counts."""
-    if not cfg.url or not cfg.model:
-        raise ConfigError(
-            "judge.url", "set judge.url and judge.model (an OpenAI-compatible endpoint) or judge.enabled=false"
-        )
+    """Mean judge scores over the first `cfg.max_examples` (source, output) pairs, plus rated/failed counts.
+    `cfg.url` and `cfg.model` are set: params.yaml is refused without them when the judge is enabled."""
     api_key = os.environ.get(cfg.api_key_env, "") if cfg.api_key_env else ""
     rated: list[dict[str, int]] = []
     failed = 0

@@ -233,15 +233,12 @@ def _check_choices(cfg: DictConfig) -> None:
     if cfg.model.weights.dtype not in WEIGHT_DTYPES:
         dtype = cfg.model.weights.dtype
         raise ConfigError("model.weights.dtype", f"unknown dtype {dtype!r}; use {', '.join(WEIGHT_DTYPES)}")
-    from medtune.metrics import TEXT_METRICS  # a light module: the scoring libraries load only when they score
+    from medtune.metrics import check_metric_names  # a light module: scoring libraries load only when they score
 
     for name, task in cfg.tasks.items():
         if task.kind not in KINDS:
             raise ConfigError(f"tasks.{name}.kind", f"unknown kind {task.kind!r}; use {' or '.join(KINDS)}")
-        unknown = [metric for metric in task.metrics if metric not in TEXT_METRICS]
-        if unknown:  # else only the evaluate stage would notice, after the whole training
-            known = ", ".join(TEXT_METRICS)
-            raise ConfigError(f"tasks.{name}.metrics", f"unknown metric {unknown[0]!r}; known: {known}")
+        check_metric_names(task.metrics, f"tasks.{name}.metrics")  # else evaluate would, after the whole training
     if cfg.judge.enabled and not (cfg.judge.url and cfg.judge.model):
         raise ConfigError(
             "judge.url", "set judge.url and judge.model (an OpenAI-compatible endpoint) or judge.enabled=false"

@@ -203,9 +203,14 @@ def tag_confusion(gold: list[list[str]], predicted: list[list[str]]) -> list[dic
     ]
 
 
-def score_texts(names: list[str], sources: list[str], predictions: list[str], references: list[str]) -> dict:
-    """`{name: value}` for each metric a task config lists; an unknown name is a config error."""
+def check_metric_names(names: list[str], key: str = "tasks.<task>.metrics") -> None:
+    """Refuse a name that is not in TEXT_METRICS, naming the config key that lists it."""
     unknown = [n for n in names if n not in TEXT_METRICS]
     if unknown:
-        raise ConfigError("tasks.<task>.metrics", f"unknown metric {unknown[0]!r}; known: {', '.join(TEXT_METRICS)}")
+        raise ConfigError(key, f"unknown metric {unknown[0]!r}; known: {', '.join(TEXT_METRICS)}")
+
+
+def score_texts(names: list[str], sources: list[str], predictions: list[str], references: list[str]) -> dict:
+    """`{name: value}` for each metric a task config lists; an unknown name is a config error."""
+    check_metric_names(names)
     return {name: TEXT_METRICS[name](sources, predictions, references) for name in names}

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from medtune.config import ArchitectureConfig
+from medtune.config import WEIGHT_DTYPES, ArchitectureConfig
 from medtune.errors import ConfigError, ModelError
 
 log = logging.getLogger(__name__)
@@ -203,10 +203,9 @@ def tiny_random_architecture(weights: Any) -> ArchitectureConfig:
 
 
 def _dtype(name: str) -> torch.dtype:
-    dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-    if name not in dtypes:
-        raise ConfigError("model.weights.dtype", f"unknown dtype {name!r}; use one of {', '.join(dtypes)}")
-    return dtypes[name]
+    if name not in WEIGHT_DTYPES:
+        raise ConfigError("model.weights.dtype", f"unknown dtype {name!r}; use one of {', '.join(WEIGHT_DTYPES)}")
+    return getattr(torch, name)
 
 
 def load_tokenizer(model_dir: str | Path, padding_side: str = "right") -> Any:

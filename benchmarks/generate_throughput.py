@@ -39,7 +39,7 @@ def prompts_for(task_name: str, tokenizer, count: int) -> list[str]:
     if test_split.is_file():
         records = read_jsonl(test_split)
     else:
-        records, _ = data.to_task_records(data.read_rows(task.data), task)
+        records, _ = data.to_task_records(data.read_rows(task.data, f"tasks.{task_name}.data"), task)
     records = (records * (count // len(records) + 1))[:count]
     return [render_prompt(tokenizer, task.system, user_message(task.prompt_template, r["prompt"])) for r in records]
 

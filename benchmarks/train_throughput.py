@@ -51,10 +51,10 @@ from medtune.training import lora_config, train_adapter
 NOTEBOOK_LENGTH = 256
 
 
-def examples_for(task: object, tokenizer: object, count: int) -> tuple[list[dict], list[dict]]:
+def examples_for(name: str, task: object, tokenizer: object, count: int) -> tuple[list[dict], list[dict]]:
     """Tokenized training and validation examples of the task's raw data, as the tokenize stage makes them,
     keeping those that fit the notebook's 256 tokens (so both recipes see exactly the same tokens)."""
-    records, _ = data.to_task_records(data.read_rows(task.data), task)
+    records, _ = data.to_task_records(data.read_rows(task.data, f"tasks.{name}.data"), task)
     examples, _ = tokenize_records(tokenizer, records, task, task.max_length)
     fitting = [e for e in examples if len(e["input_ids"]) <= NOTEBOOK_LENGTH]
     return fitting[:count], fitting[count : count + max(8, count // 4)]
@@ -229,7 +229,7 @@ def main() -> None:
             base_dir = work / "tiny"
             build_base_model(OmegaConf.structured(WeightsConfig(source="tiny-random")), base_dir)
         tokenizer = load_tokenizer(base_dir)
-        train, valid = examples_for(task, tokenizer, args.examples)
+        train, valid = examples_for(args.task, task, tokenizer, args.examples)
         pad = tokenizer.pad_token_id
         notebook, notebook_s = notebook_run(base_dir, train, params, args, work / "notebook")
         notebook_loss = math.log(perplexity(notebook.eval(), valid, args.batch_size, pad))

@@ -25,7 +25,7 @@ def main() -> None:
     task = task_config(params, args.task)
     source = task.data.path if task.data.source == "local" else f"{task.data.hub_id}@{task.data.revision}"
     log.info("Reading %s", source)
-    rows = data.read_rows(task.data)
+    rows = data.read_rows(task.data, f"tasks.{args.task}.data")
     records, problems = data.to_task_records(rows, task)
     records, phi_counts, phi_locations = privacy.apply_phi_policy(records, params.privacy.phi)
     records, duplicates = data.drop_duplicates(records)

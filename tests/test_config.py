@@ -33,6 +33,15 @@ def test_override_of_an_unknown_key_is_refused(tmp_path):
         compose_params(tmp_path, ["peft.rank=16"])
 
 
+def test_a_composition_that_fails_validation_leaves_params_yaml_as_it_was(tmp_path):
+    (tmp_path / "conf").symlink_to(ROOT / "conf")
+    before = compose_params(tmp_path).read_text()
+    with pytest.raises(ConfigError, match=r"tasks\.qa\.split\.test.*above 0 and below 1.*not 0"):
+        compose_params(tmp_path, ["tasks.qa.split.test=0"])
+    assert (tmp_path / "params.yaml").read_text() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["conf", "params.yaml"]  # no temporary file left
+
+
 def _params() -> dict:
     return yaml.safe_load((ROOT / "params.yaml").read_text())
 
@@ -101,6 +110,16 @@ def test_a_tasks_own_train_max_length_is_refused_with_the_key_that_sets_it():
         validate(raw)
 
 
+def test_a_task_cannot_point_at_its_own_accelerate_config_file():
+    """dvc.yaml tracks the file of train.accelerate_config: a task's own file would change without rerunning it."""
+    raw = _params()
+    raw["tasks"]["qa"]["train"] = {"launcher": "accelerate"}
+    assert train_config(validate(raw), "qa").launcher == "accelerate"
+    raw["tasks"]["qa"]["train"]["accelerate_config"] = "conf/accelerate/mine.yaml"
+    with pytest.raises(ConfigError, match=r"tasks\.qa\.train\.accelerate_config.*set train\.accelerate_config"):
+        validate(raw)
+
+
 @pytest.mark.parametrize(
     ("path", "value", "message"),
     [
@@ -110,6 +129,20 @@ def test_a_tasks_own_train_max_length_is_refused_with_the_key_that_sets_it():
         (["eval", "max_examples"], -1, r"eval\.max_examples.*must be 1 or more.*not -1"),
         (["judge", "max_examples"], 0, r"judge\.max_examples.*not 0"),
         (["tasks", "qa", "data", "max_records"], -5, r"tasks\.qa\.data\.max_records.*not -5"),
+        (["tasks", "qa", "data", "source"], "s3", r"tasks\.qa\.data\.source.*must be 'local' or 'hub', not 's3'"),
+        (["tasks", "qa", "data", "path"], "", r"tasks\.qa\.data\.path.*is empty"),
+        (["tasks", "qa", "data", "source"], "hub", r"tasks\.qa\.data\.hub_id.*is empty"),  # qa sets no hub_id
+        (["tasks", "qa", "data", "on_invalid"], "skip", r"tasks\.qa\.data\.on_invalid.*'error' or 'drop'"),
+        (["tasks", "qa", "data", "columns"], {"prompt": "q"}, r"tasks\.qa\.data\.columns.*must map response"),
+        (["tasks", "qa", "split", "validation"], 0.0, r"tasks\.qa\.split\.validation.*above 0 and below 1.*not 0"),
+        (["tasks", "qa", "split", "test"], 1.0, r"tasks\.qa\.split\.test.*not 1"),
+        (["tasks", "qa", "split", "test"], 0.9, r"tasks\.qa\.split.*leave no train split"),
+        (["tasks", "qa", "prompt_template"], "Explain:", r"tasks\.qa\.prompt_template.*must contain \{prompt\}"),
+        (["tasks", "ner", "data", "columns"], {"text": "t"}, r"tasks\.ner\.data\.columns.*`tokens` and `tags`"),
+        (["tasks", "ner", "orphan_inside"], "fix", r"tasks\.ner\.orphan_inside.*'error' or 'repair', not 'fix'"),
+        (["tasks", "ner", "labels"], ["B-Disease", "O"], r"tasks\.ner\.labels.*must list O first"),
+        (["tasks", "ner", "labels"], ["O", "Disease"], r"tasks\.ner\.labels.*'Disease' is not an IOB2 label"),
+        (["tasks", "ner", "labels"], ["O", "B-Drug", "B-Drug"], r"tasks\.ner\.labels.*'B-Drug' is listed twice"),
     ],
 )
 def test_bad_values_are_refused_when_params_are_read_before_any_stage_runs(path, value, message):

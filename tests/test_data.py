@@ -34,7 +34,7 @@ def test_jsonl_records_are_mapped_and_whitespace_normalised(tmp_path):
             qa_line(2),
         ],
     )
-    records, problems = data.to_sft_records(data.read_rows(local(path)), QA_COLUMNS, "id", "error")
+    records, problems = data.to_sft_records(data.read_rows(local(path), "tasks.qa.data"), QA_COLUMNS, "id", "error")
     assert records[0] == {"id": "7", "prompt": "What is anaemia?", "response": "A low red cell count."}
     assert [r["id"] for r in records] == ["7", "q2"] and problems == []
 
@@ -54,7 +54,7 @@ def test_csv_json_and_parquet_give_the_same_records(tmp_path):
 
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "qa.parquet")
     results = [
-        data.to_sft_records(data.read_rows(local(tmp_path / name)), QA_COLUMNS, "id", "error")[0]
+        data.to_sft_records(data.read_rows(local(tmp_path / name), "tasks.qa.data"), QA_COLUMNS, "id", "error")[0]
         for name in ("qa.csv", "qa.json", "qa.parquet")
     ]
     assert results[0] == results[1] == results[2]
@@ -75,12 +75,12 @@ def test_csv_json_and_parquet_give_the_same_records(tmp_path):
 def test_a_bad_record_names_file_line_and_problem(tmp_path, bad_line, message):
     path = write_lines(tmp_path / "qa.jsonl", [qa_line(1), qa_line(2), bad_line, qa_line(4)])
     with pytest.raises(DataError, match=message):
-        data.to_sft_records(data.read_rows(local(path)), QA_COLUMNS, "id", "error")
+        data.to_sft_records(data.read_rows(local(path), "tasks.qa.data"), QA_COLUMNS, "id", "error")
 
 
 def test_on_invalid_drop_skips_and_reports_bad_records(tmp_path):
     path = write_lines(tmp_path / "qa.jsonl", [qa_line(1), qa_line(2, answer=""), qa_line(3)])
-    records, problems = data.to_sft_records(data.read_rows(local(path)), QA_COLUMNS, "id", "drop")
+    records, problems = data.to_sft_records(data.read_rows(local(path), "tasks.qa.data"), QA_COLUMNS, "id", "drop")
     assert [r["id"] for r in records] == ["q1", "q3"]
     assert len(problems) == 1 and "qa.jsonl:2" in problems[0]
 
@@ -88,20 +88,20 @@ def test_on_invalid_drop_skips_and_reports_bad_records(tmp_path):
 def test_a_wrong_column_mapping_fails_even_with_drop(tmp_path):
     path = write_lines(tmp_path / "qa.jsonl", [qa_line(1), qa_line(2)])
     with pytest.raises(DataError, match=r'no valid records; first problem: .*qa\.jsonl:1: column "Question"'):
-        data.to_sft_records(data.read_rows(local(path)), {"prompt": "Question", "response": "answer"}, "id", "drop")
+        data.to_sft_records(
+            data.read_rows(local(path), "tasks.qa.data"), {"prompt": "Question", "response": "answer"}, "id", "drop"
+        )
 
 
 def test_unreadable_files_are_reported(tmp_path):
     (tmp_path / "latin1.jsonl").write_bytes(b'{"question": "caf\xe9"}\n')
     with pytest.raises(DataError, match=r"latin1\.jsonl: is not valid UTF-8"):
-        data.read_rows(local(tmp_path / "latin1.jsonl"))
+        data.read_rows(local(tmp_path / "latin1.jsonl"), "tasks.qa.data")
     with pytest.raises(DataError, match="file not found"):
-        data.read_rows(local(tmp_path / "missing.jsonl"))
+        data.read_rows(local(tmp_path / "missing.jsonl"), "tasks.qa.data")
     (tmp_path / "qa.txt").write_text("Q? A.")
     with pytest.raises(DataError, match="unsupported file type '.txt'"):
-        data.read_rows(local(tmp_path / "qa.txt"))
-    with pytest.raises(ConfigError, match="on_invalid"):
-        data.to_sft_records([], QA_COLUMNS, "id", "ignore")
+        data.read_rows(local(tmp_path / "qa.txt"), "tasks.qa.data")
 
 
 def test_duplicates_after_normalisation_are_dropped():
@@ -145,16 +145,6 @@ def test_a_split_that_would_be_empty_is_an_error():
 
 
 @pytest.mark.parametrize(
-    ("validation", "test", "key"),
-    [(0.0, 0.1, "task.split.validation"), (0.1, 0.0, "task.split.test"), (0.1, 1.0, "task.split.test")],
-)
-def test_every_split_needs_a_share_above_zero(validation, test, key):
-    """Training evaluates on the validation split and the evaluate stage reports on the test split."""
-    with pytest.raises(ConfigError, match=rf"`{key}`: must be a share above 0 and below 1 \(e\.g\. 0\.1\)"):
-        data.split_records(_records(100), validation, test, seed=0)
-
-
-@pytest.mark.parametrize(
     ("task_config", "row"),
     [
         ("qa_medquad", {"qtype": "information", "Question": "What is gout?", "Answer": "A form of arthritis."}),
@@ -177,7 +167,9 @@ def test_hub_task_configs_load_a_local_folder_shaped_like_the_hub_dataset(conf_p
     overrides = [f"task@tasks.qa={task_config}", f"tasks.qa.data.hub_id={hub_copy}"]
     params = load_params(compose_params(conf_project, overrides))
     cfg = params.tasks.qa.data
-    records, _ = data.to_sft_records(data.read_rows(cfg), dict(cfg.columns), cfg.id_column, cfg.on_invalid)
+    records, _ = data.to_sft_records(
+        data.read_rows(cfg, "tasks.qa.data"), dict(cfg.columns), cfg.id_column, cfg.on_invalid
+    )
     assert records == [
         {"id": "row-000001", "prompt": "What is gout?", "response": "A form of arthritis."},
         {"id": "row-000002", "prompt": "What is lupus?", "response": "A form of arthritis."},
@@ -187,15 +179,15 @@ def test_hub_task_configs_load_a_local_folder_shaped_like_the_hub_dataset(conf_p
 def test_a_hub_dataset_that_cannot_be_loaded_names_the_config_key_and_the_id(tmp_path):
     missing = tmp_path / "no-such-dataset"
     hub = OmegaConf.structured(DataConfig(source="hub", hub_id=str(missing), revision="v1"))
-    with pytest.raises(ConfigError, match=rf"`task\.data\.hub_id`: cannot load {re.escape(str(missing))}@v1 \("):
-        data.read_rows(hub)
+    with pytest.raises(ConfigError, match=rf"`tasks\.qa\.data\.hub_id`: cannot load {re.escape(str(missing))}@v1 \("):
+        data.read_rows(hub, "tasks.qa.data")
 
 
 def test_a_hub_split_the_dataset_lacks_names_the_config_key(tmp_path):
     write_lines(tmp_path / "train.jsonl", [qa_line(1)])
     hub = OmegaConf.structured(DataConfig(source="hub", hub_id=str(tmp_path), hub_split="validation"))
-    with pytest.raises(ConfigError, match=r"`task\.data\.hub_split`: .*Unknown split \"validation\""):
-        data.read_rows(hub)
+    with pytest.raises(ConfigError, match=r"`tasks\.qa\.data\.hub_split`: .*Unknown split \"validation\""):
+        data.read_rows(hub, "tasks.qa.data")
 
 
 def test_simplification_can_train_on_the_chatgpt_column_instead(conf_project, tmp_path):
@@ -213,7 +205,9 @@ def test_simplification_can_train_on_the_chatgpt_column_instead(conf_project, tm
         "tasks.simplification.data.columns.response=chatgpt_simplification",
     ]
     cfg = load_params(compose_params(conf_project, overrides)).tasks.simplification.data
-    records, _ = data.to_sft_records(data.read_rows(cfg), dict(cfg.columns), cfg.id_column, cfg.on_invalid)
+    records, _ = data.to_sft_records(
+        data.read_rows(cfg, "tasks.qa.data"), dict(cfg.columns), cfg.id_column, cfg.on_invalid
+    )
     assert records[0]["response"] == "The patient says breathing is hard."
 
 
@@ -224,7 +218,7 @@ def test_generic_csv_simplification_config_maps_columns_and_drops_empty_rows(con
     csv_path.write_text('complex,simple\n"Pt is afebrile, HR 72.","No fever; pulse 72."\nHTN noted.,\n')
     data_cfg = OmegaConf.merge(cfg.data, {"path": str(csv_path)})
     records, problems = data.to_sft_records(
-        data.read_rows(data_cfg), dict(data_cfg.columns), data_cfg.id_column, data_cfg.on_invalid
+        data.read_rows(data_cfg, "tasks.qa.data"), dict(data_cfg.columns), data_cfg.id_column, data_cfg.on_invalid
     )
     assert records == [{"id": "row-000001", "prompt": "Pt is afebrile, HR 72.", "response": "No fever; pulse 72."}]
     assert problems == [f'{csv_path}:3: field "simple" is empty']
@@ -245,4 +239,6 @@ def test_bad_simplification_records_name_file_and_line(tmp_path, row, message):
     good = [json.dumps({"id": f"s{i}", "source": f"Complex {i}.", "target": f"Plain {i}."}) for i in (1, 2)]
     path = write_lines(tmp_path / "simplification.jsonl", [*good, json.dumps(row)])
     with pytest.raises(DataError, match=message):
-        data.to_sft_records(data.read_rows(local(path)), {"prompt": "source", "response": "target"}, "id", "error")
+        data.to_sft_records(
+            data.read_rows(local(path), "tasks.qa.data"), {"prompt": "source", "response": "target"}, "id", "error"
+        )

@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 from transformers import AutoTokenizer
 
 from medtune import export
-from medtune.config import Params, TaskConfig, validate
+from medtune.config import DataConfig, Params, TaskConfig, validate
 from medtune.errors import ConfigError, ModelError
 from medtune.export import MAX_RELATIVE_LOGIT_DIFF, gguf_logit_check, ollama_modelfile, write_gguf
 from medtune.modeling import load_causal_lm, load_tokenizer
@@ -105,7 +105,12 @@ def test_the_modelfile_carries_the_tasks_prompts_and_stops_at_the_end_of_turn(ti
     ],
 )
 def test_bad_export_configs_are_refused(export_config, message):
-    tasks = {"qa": TaskConfig(), "ner": TaskConfig(kind="token_classification", labels=["O", "B-X", "I-X"])}
+    qa_data = DataConfig(path="qa.jsonl", columns={"prompt": "question", "response": "answer"})
+    ner_data = DataConfig(path="ner.jsonl", columns={"tokens": "tokens", "tags": "tags"})
+    tasks = {
+        "qa": TaskConfig(data=qa_data),
+        "ner": TaskConfig(kind="token_classification", data=ner_data, labels=["O", "B-X", "I-X"]),
+    }
     raw = OmegaConf.to_container(OmegaConf.structured(Params(tasks=tasks)))
     raw["model"]["name"] = "tiny-random"
     raw["export"].update(export_config)

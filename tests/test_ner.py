@@ -22,7 +22,7 @@ HF_TAG_NAMES = ["O", "B-Disease", "I-Disease", "B-Symptom", "I-Symptom"]  # a hu
 
 
 def read(path, columns=TOKENS_TAGS, **kw) -> list[dict]:
-    rows = data.read_rows(OmegaConf.structured(DataConfig(source="local", path=str(path))))
+    rows = data.read_rows(OmegaConf.structured(DataConfig(source="local", path=str(path))), "tasks.ner.data")
     return data.to_token_records(rows, columns, kw.pop("id_column", None), kw.pop("on_invalid", "error"), LABELS, **kw)[
         0
     ]
@@ -48,7 +48,7 @@ def test_hugging_face_ner_tags_with_integer_labels(tmp_path):
         tag_names=HF_TAG_NAMES,
     )
     assert records[0]["tags"] == ["B-Symptom", "I-Symptom", "O"]
-    with pytest.raises(DataError, match=r"ner\.jsonl:1: tags are integers: set task\.data\.tag_names"):
+    with pytest.raises(DataError, match=r"ner\.jsonl:1: tags are integers: set tasks\.<task>\.data\.tag_names"):
         read(path, {"tokens": "words", "tags": "ner_tags"})
 
 

@@ -55,6 +55,6 @@ def test_an_unreachable_hub_dataset_says_how_to_get_it(tmp_path):
     project = make_project(tmp_path, [qa(1)], ["task@tasks.qa=qa_medquad"])
     result = run_stage(project, "stages.prepare", "qa", "data/prepared/qa")
     assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert "config key `task.data.hub_id`: cannot load keivalya/MedQuad-MedicalQnADataset@" in result.stderr
+    assert "config key `tasks.qa.data.hub_id`: cannot load keivalya/MedQuad-MedicalQnADataset@" in result.stderr
     assert "OfflineModeIsEnabled" in result.stderr  # STAGE_ENV: offline, so it fails at once
     assert "hf download --repo-type dataset keivalya/MedQuad-MedicalQnADataset" in result.stderr

@@ -11,6 +11,7 @@ import difflib
 import functools
 import math
 import re
+import tempfile
 from dataclasses import dataclass, field, is_dataclass
 from pathlib import Path
 from typing import Any
@@ -233,11 +234,15 @@ def _check_choices(cfg: DictConfig) -> None:
     if cfg.model.weights.dtype not in WEIGHT_DTYPES:
         dtype = cfg.model.weights.dtype
         raise ConfigError("model.weights.dtype", f"unknown dtype {dtype!r}; use {', '.join(WEIGHT_DTYPES)}")
-    from medtune.metrics import check_metric_names  # a light module: scoring libraries load only when they score
+    from medtune.data import check_task  # light modules: datasets and the scoring libraries load only when used
+    from medtune.metrics import check_metric_names
 
     for name, task in cfg.tasks.items():
         if task.kind not in KINDS:
             raise ConfigError(f"tasks.{name}.kind", f"unknown kind {task.kind!r}; use {' or '.join(KINDS)}")
+        if "{prompt}" not in task.prompt_template:
+            raise ConfigError(f"tasks.{name}.prompt_template", f"{task.prompt_template!r} must contain {{prompt}}")
+        check_task(task, f"tasks.{name}")
         check_metric_names(task.metrics, f"tasks.{name}.metrics")  # else evaluate would, after the whole training
     if cfg.judge.enabled and not (cfg.judge.url and cfg.judge.model):
         raise ConfigError(
@@ -341,11 +346,17 @@ def train_config(params: DictConfig, task: str) -> DictConfig:
         error = _config_error(err, PARAMS_FILE)
         raise ConfigError(f"tasks.{task}.{error.key}", error.problem) from None
     _check_train(train, f"tasks.{task}.train")
-    if "max_length" in task_config(params, task).train:
+    own = task_config(params, task).train
+    if "max_length" in own:
         raise ConfigError(
             f"tasks.{task}.train.max_length",
             f"is not read: set the task's tokens per example with tasks.{task}.max_length "
             "(train.max_length sets one length for every task)",
+        )
+    if "accelerate_config" in own:  # dvc.yaml tracks the file of train.accelerate_config, the same for every task
+        raise ConfigError(
+            f"tasks.{task}.train.accelerate_config",
+            "is one file for the whole run: set train.accelerate_config (a task may still set its own launcher)",
         )
     return train
 
@@ -381,20 +392,27 @@ def task_config(params: DictConfig, task: str) -> DictConfig:
 
 def compose_params(root: str | Path = ".", overrides: list[str] | None = None, out: str | Path | None = None) -> Path:
     """Compose conf/ with Hydra into params.yaml exactly as `dvc exp run` does, and validate the result.
-    `out` writes it elsewhere (`medtune plan` composes into a temporary file and leaves params.yaml alone)."""
+    `out` writes it elsewhere (`medtune plan` composes into a temporary file and leaves params.yaml alone).
+    A composition that fails validation is not written: the params.yaml that was there stays as it was."""
     from dvc.utils.hydra import (
         compose_and_dump,  # DVC's own writer, so `dvc exp run` output is byte-identical
     )
     from hydra.errors import HydraException
 
+    from medtune.io import atomic_write_text
+
     root = Path(root).resolve()
     out = root / PARAMS_FILE if out is None else Path(out)
-    try:
-        compose_and_dump(str(out), str(root / CONF_DIR), None, "config", str(root), overrides or [])
-    except HydraException as err:  # an override of a key or group that conf/ does not have
-        quoted = re.search(r"(?:override|find) '([^']+)'", str(err))
-        raise ConfigError(quoted.group(1) if quoted else CONF_DIR, " ".join(str(err).split())) from None
-    load_params(out)
+    with tempfile.TemporaryDirectory() as tmp:
+        composed = Path(tmp) / PARAMS_FILE
+        try:
+            compose_and_dump(str(composed), str(root / CONF_DIR), None, "config", str(root), overrides or [])
+        except HydraException as err:  # an override of a key or group that conf/ does not have
+            quoted = re.search(r"(?:override|find) '([^']+)'", str(err))
+            raise ConfigError(quoted.group(1) if quoted else CONF_DIR, " ".join(str(err).split())) from None
+        text = composed.read_text(encoding="utf-8")
+    validate(yaml.safe_load(text), str(out))
+    atomic_write_text(out, text)
     return out
 
 

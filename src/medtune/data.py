@@ -24,23 +24,72 @@ from medtune.errors import ConfigError, DataError
 Row = tuple[str, Any]  # (where: "file:line" or "file (record N)", the row as read, or a DataError if unparseable)
 SPLITS = ("train", "validation", "test")
 SFT_FIELDS = ("prompt", "response")
+TOKEN_LAYOUTS = ({"tokens", "tags"}, {"text", "entities"})  # the two column layouts of token_classification data
+SOURCES = ("local", "hub")
+ON_INVALID = ("error", "drop")  # a bad record stops prepare, or is skipped and counted
+ORPHAN_INSIDE = ("error", "repair")  # an I-X without B-X before it is refused, or read as B-X
 IOB2_TAG = re.compile(r"^(O|[BI]-[A-Za-z][\w-]*)$")
 WORD = re.compile(r"\w+(?:[-'.]\w+)*|[^\w\s]")  # words (with inner - ' .) and single punctuation marks
 SURROGATE = re.compile("[\ud800-\udfff]")  # JSON can escape half of a UTF-16 pair (\\ud800); UTF-8 cannot hold it
 
 
-def read_rows(data: Any) -> list[Row]:
-    """Read every row of the configured source (`task.data`), each tagged with where it came from."""
-    if data.source == "local":
-        if not data.path:
-            raise ConfigError("task.data.path", "is empty; set it to a .jsonl, .json, .csv, .parquet or .conll file")
-        rows = list(read_local_rows(Path(data.path)))
-        if not rows:
-            raise DataError(data.path, "has no records")
-        return rows
+def check_task(task: Any, key: str) -> None:
+    """Refuse data settings of a task (`key`: its config key, `tasks.<name>`) that no dataset could satisfy.
+
+    `config.validate` calls this when params are read, so a wrong value fails before any stage runs and the
+    error names the task's own key; the functions below take a checked task and do not check again.
+    """
+    data = task.data
+    _check_choice(f"{key}.data.source", data.source, SOURCES)
+    if data.source == "local" and not data.path:
+        raise ConfigError(f"{key}.data.path", "is empty; set it to a .jsonl, .json, .csv, .parquet or .conll file")
+    if data.source == "hub" and not data.hub_id:
+        raise ConfigError(f"{key}.data.hub_id", "is empty; set the dataset id, e.g. keivalya/MedQuad-MedicalQnADataset")
+    _check_choice(f"{key}.data.on_invalid", data.on_invalid, ON_INVALID)
+    for name in ("validation", "test"):  # training evaluates on validation, the evaluate stage reports on test
+        if not 0 < task.split[name] < 1:
+            share = task.split[name]
+            raise ConfigError(f"{key}.split.{name}", f"must be a share above 0 and below 1 (e.g. 0.1), not {share}")
+    if task.split.validation + task.split.test >= 1:
+        shares = f"validation={task.split.validation} and test={task.split.test}"
+        raise ConfigError(f"{key}.split", f"{shares} leave no train split: their sum must be below 1")
+    if task.kind == "sft":
+        missing = [f for f in SFT_FIELDS if f not in data.columns]
+        if missing:
+            raise ConfigError(f"{key}.data.columns", f"must map {', '.join(missing)} to a source column")
+        return
+    if not any(layout <= data.columns.keys() for layout in TOKEN_LAYOUTS):
+        raise ConfigError(f"{key}.data.columns", "must map `tokens` and `tags`, or `text` and `entities`")
+    _check_choice(f"{key}.orphan_inside", task.orphan_inside, ORPHAN_INSIDE)
+    _check_labels(list(task.labels), f"{key}.labels")
+
+
+def _check_choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(key, f"must be {' or '.join(map(repr, allowed))}, not {value!r}")
+
+
+def _check_labels(labels: list[str], key: str) -> None:
+    """The IOB2 label list of a token classification task: O first (label id 0), then B-/I- labels, no repeats."""
+    if not labels or labels[0] != "O":
+        raise ConfigError(key, f"must list O first, then the B-<Type> and I-<Type> labels; got {labels}")
+    malformed = [label for label in labels if not IOB2_TAG.match(label)]
+    if malformed:
+        raise ConfigError(key, f"{malformed[0]!r} is not an IOB2 label (O, B-<Type> or I-<Type>)")
+    repeated = [label for label in labels if labels.count(label) > 1]
+    if repeated:
+        raise ConfigError(key, f"{repeated[0]!r} is listed twice")
+
+
+def read_rows(data: Any, key: str) -> list[Row]:
+    """Read every row of a task's checked data source (`data`; `key` is its config key, `tasks.<name>.data`),
+    each tagged with where it came from."""
     if data.source == "hub":
-        return read_hub_rows(data.hub_id, data.revision, data.hub_split)
-    raise ConfigError("task.data.source", f"unknown source {data.source!r}; use 'local' or 'hub'")
+        return read_hub_rows(data.hub_id, data.revision, data.hub_split, key)
+    rows = list(read_local_rows(Path(data.path)))
+    if not rows:
+        raise DataError(data.path, "has no records")
+    return rows
 
 
 def read_local_rows(path: Path) -> Iterator[Row]:
@@ -188,26 +237,25 @@ def _conll_rows(path: Path) -> Iterator[Row]:
         yield f"{path}:{start}", problem or {"tokens": tokens, "tags": tags}
 
 
-def read_hub_rows(hub_id: str | None, revision: str | None, split: str) -> list[Row]:
-    """Rows of a Hugging Face hub dataset (or a local folder in the same layout), by id and revision."""
+def read_hub_rows(hub_id: str, revision: str | None, split: str, key: str) -> list[Row]:
+    """Rows of a Hugging Face hub dataset (or a local folder in the same layout), by id and revision.
+    A dataset that cannot be loaded is a ConfigError on `key.hub_id` (`key`: the task's `data` config key)."""
     import datasets
 
-    if not hub_id:
-        raise ConfigError("task.data.hub_id", "is empty; set the dataset id, e.g. keivalya/MedQuad-MedicalQnADataset")
     try:
         ds = datasets.load_dataset(hub_id, revision=revision, split=split)
     except OSError as err:  # offline, unreachable, no such dataset or revision, no such folder: all are OSErrors
         raise ConfigError(
-            "task.data.hub_id",
+            f"{key}.hub_id",
             f"cannot load {hub_id}@{revision or 'main'} ({type(err).__name__}: {' '.join(str(err).split())}). "
             f"If it is a hub dataset, check the id and run `hf download --repo-type dataset {hub_id}` once on a "
             "machine with internet (the cache is then used offline with HF_HUB_OFFLINE=1); "
-            "or point task.data.hub_id at a local folder with its files.",
+            f"or point {key}.hub_id at a local folder with its files.",
         ) from None
     except ValueError as err:
         if "Unknown split" not in str(err):
             raise
-        raise ConfigError("task.data.hub_split", f"{hub_id}: {err}") from None
+        raise ConfigError(f"{key}.hub_split", f"{hub_id}: {err}") from None
     return [(f"{hub_id}@{revision or 'main'} (record {i})", row) for i, row in enumerate(ds, start=1)]
 
 
@@ -231,18 +279,13 @@ def to_task_records(rows: list[Row], task: Any) -> tuple[list[dict], list[str]]:
         return to_token_records(
             rows, dict(data.columns), data.id_column, data.on_invalid, list(task.labels), tag_names, task.orphan_inside
         )
-    if task.kind == "sft":
-        return to_sft_records(rows, dict(data.columns), data.id_column, data.on_invalid)
-    raise ConfigError("tasks.<task>.kind", f"unknown kind {task.kind!r}; use 'sft' or 'token_classification'")
+    return to_sft_records(rows, dict(data.columns), data.id_column, data.on_invalid)
 
 
 def to_sft_records(
     rows: list[Row], columns: dict[str, str], id_column: str | None, on_invalid: str
 ) -> tuple[list[dict], list[str]]:
-    """Map source columns to `{"id", "prompt", "response"}` records (see `to_records` for errors)."""
-    missing = [f for f in SFT_FIELDS if f not in columns]
-    if missing:
-        raise ConfigError("task.data.columns", f"must map {', '.join(missing)} to a source column")
+    """Map source columns (checked by `check_task`) to `{"id", "prompt", "response"}` records (see `to_records`)."""
 
     def fields(where: str, row: dict) -> dict:
         return {field: _text_field(where, row, column, field) for field, column in columns.items()}
@@ -258,8 +301,6 @@ def to_records(
     With `on_invalid="error"` the first bad record raises DataError; with `"drop"` bad records are skipped
     and their problems returned (for stats.json). Raises DataError when no valid record is left.
     """
-    if on_invalid not in ("error", "drop"):
-        raise ConfigError("task.data.on_invalid", f"must be 'error' or 'drop', not {on_invalid!r}")
     records, problems, seen_ids = [], [], set()
     for n, (where, row) in enumerate(rows, start=1):
         try:
@@ -336,14 +377,9 @@ def split_records(records: list[dict], validation: float, test: float, seed: int
     """Deterministic train/validation/test split by seed.
 
     Records whose input text (`record_text`) is the same after `normalise_key` stay in one split (no leakage).
-    Every split is needed (training evaluates on validation, the evaluate stage reports on test): a share that is
-    not in (0, 1) is a ConfigError, and a split that would be empty with so few records is a DataError.
+    Every split is needed (training evaluates on validation, the evaluate stage reports on test): `check_task`
+    refuses a share outside (0, 1), and a split that would be empty with so few records is a DataError.
     """
-    for name, share in (("validation", validation), ("test", test)):
-        if not 0 < share < 1:
-            raise ConfigError(f"task.split.{name}", f"must be a share above 0 and below 1 (e.g. 0.1), not {share}")
-    if validation + test >= 1:
-        raise ConfigError("task.split", f"validation={validation} and test={test} leave no train split: sum below 1")
     groups: dict[str, list[dict]] = {}
     for record in records:
         groups.setdefault(normalise_key(record_text(record)), []).append(record)
@@ -394,23 +430,19 @@ def to_token_records(
     Hugging Face `ner_tags`), or `text` and `entities` (a list of `{"word", "entity"}` found in the text).
     `orphan_inside`: "error" rejects an `I-X` that does not follow `B-X`/`I-X`; "repair" turns it into `B-X`.
     """
-    if orphan_inside not in ("error", "repair"):
-        raise ConfigError("task.orphan_inside", f"must be 'error' or 'repair', not {orphan_inside!r}")
     if {"tokens", "tags"} <= columns.keys():
 
         def fields(where: str, row: dict) -> dict:
             tokens, tags = _tokens_and_tags(where, row, columns, tag_names)
             return {"tokens": tokens, "tags": check_iob2(where, tags, labels, orphan_inside)}
 
-    elif {"text", "entities"} <= columns.keys():
+    else:  # text and entities (check_task)
 
         def fields(where: str, row: dict) -> dict:
             text = _text_field(where, row, columns["text"], "text")
             entities = _column(where, row, columns["entities"], "entities")
             return tag_entities(where, text, entities, labels)
 
-    else:
-        raise ConfigError("task.data.columns", "must map `tokens` and `tags`, or `text` and `entities`")
     return to_records(rows, fields, id_column, on_invalid)
 
 
@@ -427,7 +459,7 @@ def _tokens_and_tags(where: str, row: dict, columns: dict, tag_names: list[str] 
             raise DataError(where, f"token {i} ({token!r}) must be a non-empty string without spaces")
     if all(isinstance(t, int) and not isinstance(t, bool) for t in tags):
         if not tag_names:
-            raise DataError(where, "tags are integers: set task.data.tag_names to the dataset's label list")
+            raise DataError(where, "tags are integers: set tasks.<task>.data.tag_names to the dataset's label list")
         wrong = next((t for t in tags if not 0 <= t < len(tag_names)), None)
         if wrong is not None:
             raise DataError(where, f"tag ids must be in 0..{len(tag_names) - 1}, got {wrong}")

@@ -15,7 +15,7 @@ import json
 import logging
 import os
 import shutil
-import tempfile
+import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -29,8 +29,8 @@ log = logging.getLogger(__name__)
 def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Yield an empty temporary folder next to `path`; on success it replaces `path`, on error it is removed."""
     path = Path(path)
-    _remove_leftovers(path)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    tmp = _temporary_sibling(path)
+    tmp.mkdir()
     try:
         yield tmp
     except BaseException:
@@ -44,14 +44,13 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
 def atomic_write_text(path: str | Path, text: str) -> None:
     """Write `text` to `path` through a temporary file and an atomic rename."""
     path = Path(path)
-    _remove_leftovers(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+    tmp = _temporary_sibling(path)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
+        with open(tmp, "x", encoding="utf-8") as f:
             f.write(text)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 
@@ -74,11 +73,14 @@ def _size(n: float) -> str:
     return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
 
 
-def _remove_leftovers(path: Path) -> None:
-    """Create the parent folder; delete what a killed earlier write of `path` left behind."""
+def _temporary_sibling(path: Path) -> Path:
+    """A new name next to `path` for its temporary copy, after deleting what a killed earlier write left behind.
+    Created with plain mkdir/open rather than tempfile's, so outputs get the umask's permissions (tempfile's are
+    owner-only: 0600 files, 0700 folders)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     for leftover in path.parent.glob(f".{glob.escape(path.name)}.tmp-*"):
         shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
+    return path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:12]}"
 
 
 def dumps_json(obj: Any) -> str:

@@ -10,15 +10,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from medtune.errors import ConfigError, ModelError
+from medtune.errors import ModelError
 
 IGNORE_INDEX = -100  # label value the loss skips (transformers / trl convention)
 
 
 def user_message(template: str, prompt: str) -> str:
-    """The user turn: the task's `prompt_template` with the record's prompt in place of `{prompt}`."""
-    if "{prompt}" not in template:
-        raise ConfigError("tasks.<task>.prompt_template", f"{template!r} must contain {{prompt}}")
+    """The user turn: the task's `prompt_template` (it holds `{prompt}`: config checks that) with the record's
+    prompt in its place."""
     return template.replace("{prompt}", prompt)
 
 
@@ -106,12 +105,10 @@ def tokenize_records(tokenizer: Any, records: list[dict], task: Any, max_length:
         per_record = [tokenize_tagged(tokenizer, r, label_ids, max_length) for r in records]
         examples = [e for windows in per_record for e in windows]
         counts = {"sentences_split_into_windows": sum(len(w) > 1 for w in per_record)}
-    elif task.kind == "sft":
+    else:  # sft
         results = [tokenize_sft(tokenizer, r, task.system, task.prompt_template, max_length) for r in records]
         examples = [e for e, _ in results if e is not None]
         counts = {"truncated": sum(t for _, t in results), "dropped_no_response_left": len(results) - len(examples)}
-    else:
-        raise ConfigError("tasks.<task>.kind", f"unknown kind {task.kind!r}; use 'sft' or 'token_classification'")
     return examples, {
         "records": len(records),
         "examples": len(examples),

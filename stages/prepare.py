@@ -30,7 +30,7 @@ def main() -> None:
     records, phi_counts, phi_locations = privacy.apply_phi_policy(records, params.privacy.phi)
     records, duplicates = data.drop_duplicates(records)
     sampled = data.sample_records(records, task.data.max_records, params.seed)
-    splits = data.split_records(sampled, task.split.validation, task.split.test, params.seed)
+    splits = data.split_records(sampled, task.split.validation, task.split.test, params.seed, source)
 
     stats = {
         "source": source,

@@ -119,9 +119,9 @@ def _records(n: int) -> list[dict]:
 
 
 def test_split_is_deterministic_sized_and_keeps_same_prompts_together():
-    splits = data.split_records(_records(100), 0.1, 0.1, seed=42)
-    assert splits == data.split_records(_records(100), 0.1, 0.1, seed=42)
-    assert splits != data.split_records(_records(100), 0.1, 0.1, seed=7)
+    splits = data.split_records(_records(100), 0.1, 0.1, 42, "qa.jsonl")
+    assert splits == data.split_records(_records(100), 0.1, 0.1, 42, "qa.jsonl")
+    assert splits != data.split_records(_records(100), 0.1, 0.1, 7, "qa.jsonl")
     assert [len(splits[s]) for s in data.SPLITS] == [80, 10, 10]  # prompts come in pairs, so sizes are exact
     owners = {}
     for name, records in splits.items():
@@ -140,8 +140,8 @@ def test_leakage_between_splits_is_refused():
 
 
 def test_a_split_that_would_be_empty_is_an_error():
-    with pytest.raises(DataError, match="validation split is empty with only 3 records"):
-        data.split_records(_records(4)[:3], 0.1, 0.1, seed=0)
+    with pytest.raises(DataError, match=r"^qa\.jsonl: the validation split is empty with only 3 records: add records"):
+        data.split_records(_records(4)[:3], 0.1, 0.1, 0, "qa.jsonl")
 
 
 @pytest.mark.parametrize(

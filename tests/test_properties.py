@@ -611,7 +611,7 @@ def test_scope_and_predict_inputs_are_well_formed_or_a_located_data_error(layout
 def test_a_split_is_a_leakage_free_partition_or_a_data_error_when_one_would_be_empty(prompts, validation, test, seed):
     records = [{"id": str(i), "prompt": p, "response": "A."} for i, p in enumerate(prompts)]
     try:
-        splits = data.split_records(records, validation, test, seed)
+        splits = data.split_records(records, validation, test, seed, "qa.jsonl")
     except DataError as err:
         assert "split is empty" in err.problem
         return

@@ -373,8 +373,8 @@ def sample_records(records: list[dict], max_records: int | None, seed: int) -> l
     return [records[i] for i in keep]
 
 
-def split_records(records: list[dict], validation: float, test: float, seed: int) -> dict[str, list[dict]]:
-    """Deterministic train/validation/test split by seed.
+def split_records(records: list[dict], validation: float, test: float, seed: int, source: str) -> dict[str, list[dict]]:
+    """Deterministic train/validation/test split by seed of the records read from `source` (named in errors).
 
     Records whose input text (`record_text`) is the same after `normalise_key` stay in one split (no leakage).
     Every split is needed (training evaluates on validation, the evaluate stage reports on test): `check_task`
@@ -392,7 +392,10 @@ def split_records(records: list[dict], validation: float, test: float, seed: int
         splits[name].extend(groups[key])
     for name in SPLITS:
         if not splits[name]:
-            raise DataError("task.split", f"the {name} split is empty with only {len(records)} records")
+            share = "lower the validation and test shares" if name == "train" else f"raise the {name} share"
+            raise DataError(
+                source, f"the {name} split is empty with only {len(records)} records: add records or {share}"
+            )
     check_no_leakage(splits)
     return splits
 

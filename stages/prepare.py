@@ -23,7 +23,7 @@ def main() -> None:
 
     params = load_params()
     task = task_config(params, args.task)
-    source = task.data.path if task.data.source == "local" else f"{task.data.hub_id}@{task.data.revision}"
+    source = data.source_name(task.data)
     log.info("Reading %s", source)
     rows = data.read_rows(task.data, f"tasks.{args.task}.data")
     records, problems = data.to_task_records(rows, task)

@@ -47,8 +47,8 @@ def check_task(task: Any, key: str) -> None:
         raise ConfigError(f"{key}.data.hub_id", "is empty; set the dataset id, e.g. keivalya/MedQuad-MedicalQnADataset")
     _check_choice(f"{key}.data.on_invalid", data.on_invalid, ON_INVALID)
     for name in ("validation", "test"):  # training evaluates on validation, the evaluate stage reports on test
-        if not 0 < task.split[name] < 1:
-            share = task.split[name]
+        share = task.split[name]
+        if not 0 < share < 1:
             raise ConfigError(f"{key}.split.{name}", f"must be a share above 0 and below 1 (e.g. 0.1), not {share}")
     if task.split.validation + task.split.test >= 1:
         shares = f"validation={task.split.validation} and test={task.split.test}"
@@ -81,11 +81,16 @@ def _check_labels(labels: list[str], key: str) -> None:
         raise ConfigError(key, f"{repeated[0]!r} is listed twice")
 
 
+def source_name(data: Any) -> str:
+    """How logs, stats.json and errors name a task's data: the local path, or `hub_id@revision`."""
+    return data.path if data.source == "local" else f"{data.hub_id}@{data.revision or 'main'}"
+
+
 def read_rows(data: Any, key: str) -> list[Row]:
     """Read every row of a task's checked data source (`data`; `key` is its config key, `tasks.<name>.data`),
     each tagged with where it came from."""
     if data.source == "hub":
-        return read_hub_rows(data.hub_id, data.revision, data.hub_split, key)
+        return read_hub_rows(data, key)
     rows = list(read_local_rows(Path(data.path)))
     if not rows:
         raise DataError(data.path, "has no records")
@@ -237,17 +242,18 @@ def _conll_rows(path: Path) -> Iterator[Row]:
         yield f"{path}:{start}", problem or {"tokens": tokens, "tags": tags}
 
 
-def read_hub_rows(hub_id: str, revision: str | None, split: str, key: str) -> list[Row]:
+def read_hub_rows(data: Any, key: str) -> list[Row]:
     """Rows of a Hugging Face hub dataset (or a local folder in the same layout), by id and revision.
     A dataset that cannot be loaded is a ConfigError on `key.hub_id` (`key`: the task's `data` config key)."""
     import datasets
 
+    hub_id, name = data.hub_id, source_name(data)
     try:
-        ds = datasets.load_dataset(hub_id, revision=revision, split=split)
+        ds = datasets.load_dataset(hub_id, revision=data.revision, split=data.hub_split)
     except OSError as err:  # offline, unreachable, no such dataset or revision, no such folder: all are OSErrors
         raise ConfigError(
             f"{key}.hub_id",
-            f"cannot load {hub_id}@{revision or 'main'} ({type(err).__name__}: {' '.join(str(err).split())}). "
+            f"cannot load {name} ({type(err).__name__}: {' '.join(str(err).split())}). "
             f"If it is a hub dataset, check the id and run `hf download --repo-type dataset {hub_id}` once on a "
             "machine with internet (the cache is then used offline with HF_HUB_OFFLINE=1); "
             f"or point {key}.hub_id at a local folder with its files.",
@@ -256,7 +262,7 @@ def read_hub_rows(hub_id: str, revision: str | None, split: str, key: str) -> li
         if "Unknown split" not in str(err):
             raise
         raise ConfigError(f"{key}.hub_split", f"{hub_id}: {err}") from None
-    return [(f"{hub_id}@{revision or 'main'} (record {i})", row) for i, row in enumerate(ds, start=1)]
+    return [(f"{name} (record {i})", row) for i, row in enumerate(ds, start=1)]
 
 
 def normalise_text(text: str) -> str:

@@ -206,7 +206,7 @@ def test_simplification_can_train_on_the_chatgpt_column_instead(conf_project, tm
     ]
     cfg = load_params(compose_params(conf_project, overrides)).tasks.simplification.data
     records, _ = data.to_sft_records(
-        data.read_rows(cfg, "tasks.qa.data"), dict(cfg.columns), cfg.id_column, cfg.on_invalid
+        data.read_rows(cfg, "tasks.simplification.data"), dict(cfg.columns), cfg.id_column, cfg.on_invalid
     )
     assert records[0]["response"] == "The patient says breathing is hard."
 
@@ -218,7 +218,10 @@ def test_generic_csv_simplification_config_maps_columns_and_drops_empty_rows(con
     csv_path.write_text('complex,simple\n"Pt is afebrile, HR 72.","No fever; pulse 72."\nHTN noted.,\n')
     data_cfg = OmegaConf.merge(cfg.data, {"path": str(csv_path)})
     records, problems = data.to_sft_records(
-        data.read_rows(data_cfg, "tasks.qa.data"), dict(data_cfg.columns), data_cfg.id_column, data_cfg.on_invalid
+        data.read_rows(data_cfg, "tasks.simplification.data"),
+        dict(data_cfg.columns),
+        data_cfg.id_column,
+        data_cfg.on_invalid,
     )
     assert records == [{"id": "row-000001", "prompt": "Pt is afebrile, HR 72.", "response": "No fever; pulse 72."}]
     assert problems == [f'{csv_path}:3: field "simple" is empty']
@@ -240,5 +243,8 @@ def test_bad_simplification_records_name_file_and_line(tmp_path, row, message):
     path = write_lines(tmp_path / "simplification.jsonl", [*good, json.dumps(row)])
     with pytest.raises(DataError, match=message):
         data.to_sft_records(
-            data.read_rows(local(path), "tasks.qa.data"), {"prompt": "source", "response": "target"}, "id", "error"
+            data.read_rows(local(path), "tasks.simplification.data"),
+            {"prompt": "source", "response": "target"},
+            "id",
+            "error",
         )

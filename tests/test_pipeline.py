@@ -46,7 +46,9 @@ OFFLINE = {"PYTHONPATH": str(ROOT / "tests" / "no_network"), "MEDTUNE_NETWORK_LO
 
 
 def command_env() -> dict[str, str]:
-    return {**os.environ, **OFFLINE, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    """A user's environment: no HF_HUB_OFFLINE (importing medtune set it in this process), the network guard."""
+    user = {key: value for key, value in os.environ.items() if key != "HF_HUB_OFFLINE"}
+    return {**user, **OFFLINE, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
 
 
 def run(repo: Path, *args: str) -> str:

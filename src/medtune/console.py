@@ -24,9 +24,6 @@ def setup_logging(level: int = logging.INFO) -> None:
     # gguf and llama.cpp report every tensor they write or quantize at INFO
     for noisy in ("httpx", "urllib3", "filelock", "datasets", "gguf", "llama-cpp-python"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    # bitsandbytes warns on import that it could not fetch a faster CPU 4-bit kernel from the hub (the optional
-    # `kernels` package). medtune never downloads code at run time, so the built-in kernel is the expected one.
-    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
 
 def run_main(main: Callable[[], None]) -> None:

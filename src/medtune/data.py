@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from medtune import hub
 from medtune.errors import ConfigError, DataError
 
 Row = tuple[str, Any]  # (where: "file:line" or "file (record N)", the row as read, or a DataError if unparseable)
@@ -249,7 +250,8 @@ def read_hub_rows(data: Any, key: str) -> list[Row]:
 
     hub_id, name = data.hub_id, source_name(data)
     try:
-        ds = datasets.load_dataset(hub_id, revision=data.revision, split=data.hub_split)
+        with hub.online():
+            ds = datasets.load_dataset(hub_id, revision=data.revision, split=data.hub_split)
     except OSError as err:  # offline, unreachable, no such dataset or revision, no such folder: all are OSErrors
         raise ConfigError(
             f"{key}.hub_id",

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from medtune import hub
 from medtune.config import WEIGHT_DTYPES, ArchitectureConfig
 from medtune.errors import ConfigError, ModelError
 
@@ -133,7 +134,8 @@ def resolve_weights_folder(weights: Any, allow_pickle: bool = False) -> tuple[Pa
 
     patterns = ["*.json", "*.safetensors", "tokenizer*", "*.model", "*.jinja", "*.txt", *(["*.bin"] * allow_pickle)]
     try:
-        folder = Path(snapshot_download(weights.hub_id, revision=weights.revision, allow_patterns=patterns))
+        with hub.online():
+            folder = Path(snapshot_download(weights.hub_id, revision=weights.revision, allow_patterns=patterns))
     except OSError as err:  # every huggingface_hub download error (offline, gated, missing) is an OSError
         revision = weights.revision or "main"
         raise ModelError(

@@ -29,7 +29,7 @@ from medtune.config import WeightsConfig, load_params, task_config
 from medtune.generation import generate
 from medtune.io import read_jsonl
 from medtune.modeling import build_base_model, load_causal_lm, load_tokenizer
-from medtune.tasks import render_prompt, user_message
+from medtune.tasks import render_record_prompt
 
 
 def prompts_for(task_name: str, tokenizer, count: int) -> list[str]:
@@ -39,9 +39,9 @@ def prompts_for(task_name: str, tokenizer, count: int) -> list[str]:
     if test_split.is_file():
         records = read_jsonl(test_split)
     else:
-        records, _ = data.to_task_records(data.read_rows(task.data, f"tasks.{task_name}.data"), task)
+        records, _ = data.to_task_records(data.read_source(task.data, f"tasks.{task_name}.data").splits["train"], task)
     records = (records * (count // len(records) + 1))[:count]
-    return [render_prompt(tokenizer, task.system, user_message(task.prompt_template, r["prompt"])) for r in records]
+    return [render_record_prompt(tokenizer, r, task.system, task.prompt_template) for r in records]
 
 
 def main() -> None:

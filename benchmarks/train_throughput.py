@@ -54,7 +54,7 @@ NOTEBOOK_LENGTH = 256
 def examples_for(name: str, task: object, tokenizer: object, count: int) -> tuple[list[dict], list[dict]]:
     """Tokenized training and validation examples of the task's raw data, as the tokenize stage makes them,
     keeping those that fit the notebook's 256 tokens (so both recipes see exactly the same tokens)."""
-    records, _ = data.to_task_records(data.read_rows(task.data, f"tasks.{name}.data"), task)
+    records, _ = data.to_task_records(data.read_source(task.data, f"tasks.{name}.data").splits["train"], task)
     examples, _ = tokenize_records(tokenizer, records, task, task.max_length)
     fitting = [e for e in examples if len(e["input_ids"]) <= NOTEBOOK_LENGTH]
     return fitting[:count], fitting[count : count + max(8, count // 4)]

@@ -83,6 +83,7 @@ def main() -> None:
             read_json(args.metrics_dir / "train.json"),
             read_json(args.metrics_dir / "eval.json"),
             files,
+            read_json(args.tokenized_dir / "stats.json").get("data"),
         )
         (tmp / "README.md").write_text(card, encoding="utf-8")
     write_json(args.metrics_dir / "export.json", checks)

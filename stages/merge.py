@@ -56,7 +56,8 @@ def main() -> None:
     with atomic_dir(args.out_dir) as tmp:
         merged.save_pretrained(tmp, safe_serialization=True)
         load_tokenizer(args.base_dir).save_pretrained(tmp)
-        card = model_card(args.task, params, read_json(args.metrics_dir / "train.json"), evaluation=None)
+        origin = read_json(args.tokenized_dir / "stats.json").get("data")
+        card = model_card(args.task, params, read_json(args.metrics_dir / "train.json"), None, data_origin=origin)
         (tmp / "README.md").write_text(card, encoding="utf-8")
     write_json(args.metrics_dir / "merge.json", {**check, "probe_examples": len(probe)})
 

@@ -4,7 +4,8 @@ Reads params: tasks.<task>.{kind,system,prompt_template,max_length,labels}, trai
     python -m stages.tokenize qa data/prepared/qa models/base/smollm2-135m data/tokenized/qa
 Writes {train,validation,test}.jsonl with `{"id", "input_ids", "labels"}` (sft: prompt tokens labelled -100;
 token_classification: tag ids on each word's first sub-token, plus a `window` index) and stats.json with token
-counts and how many examples were truncated, dropped or split into windows.
+counts and how many examples were truncated, dropped or split into windows, and under `data` where the prepared
+splits came from (a hub dataset's commit, given or carved splits, texts shared by named splits), for the model card.
 """
 
 import argparse
@@ -13,7 +14,7 @@ from pathlib import Path
 from medtune.config import load_params, max_length, task_config
 from medtune.console import log, run_main
 from medtune.data import SPLITS
-from medtune.io import atomic_dir, read_jsonl, write_json, write_jsonl
+from medtune.io import atomic_dir, read_json, read_jsonl, write_json, write_jsonl
 from medtune.modeling import load_tokenizer
 from medtune.tasks import tokenize_records
 
@@ -29,7 +30,8 @@ def main() -> None:
     params = load_params()
     task, length = task_config(params, args.task), max_length(params, args.task)
     tokenizer = load_tokenizer(args.base_dir)
-    stats = {}
+    prepared = read_json(args.prepared_dir / "stats.json")
+    stats = {"data": {key: prepared[key] for key in ("source", "commit", "splits", "leakage")}}  # for the model card
     with atomic_dir(args.out_dir) as tmp:
         for split in SPLITS:
             records = read_jsonl(args.prepared_dir / f"{split}.jsonl")

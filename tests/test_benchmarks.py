@@ -82,3 +82,19 @@ def test_the_gpu_training_benchmark_also_runs_on_this_cpu_with_the_tiny_model(tm
     assert (result["device"], result["model"], result["gradient_checkpointing"]) == ("cpu", "tiny-random", True)
     assert result["steps_timed"] == 2 and result["tokens_per_s"] > 0 and 0 < result["share_of_peak"] < 1
     assert result["planned_mib"] > 0 and result["measured_peak_allocated_mib"] is None  # GPU memory only
+
+
+def test_the_data_scale_benchmark_times_prepare_and_tokenize_for_both_task_kinds(tmp_path):
+    out = tmp_path / "scale.json"
+    command = [sys.executable, "benchmarks/data_scale.py", "--sizes", "50", "--kinds", "sft", "token_classification"]
+    subprocess.run([*command, "--json", str(out)], cwd=ROOT, check=True)
+
+    result = json.loads(out.read_text())
+    runs = {(r["kind"], r["stage"]): r for r in result["runs"]}
+    assert set(runs) == {(kind, stage) for kind in ("sft", "token_classification") for stage in ("prepare", "tokenize")}
+    for run in runs.values():
+        assert run["records"] == 50 and run["seconds"] > 0 and run["peak_mb"] > 0 and run["s_per_1k"] > 0
+    # each peak is its stage's own: tokenize (transformers and a tokenizer loaded) holds more than prepare
+    assert runs["sft", "prepare"]["peak_mb"] < runs["sft", "tokenize"]["peak_mb"]
+    assert runs["sft", "tokenize"]["tokens"] > 0 and runs["token_classification", "tokenize"]["tokens"] > 0
+    assert result["model"] == "tiny-random" and result["growth"] == []  # one size: no growth between sizes

@@ -120,6 +120,17 @@ def test_a_task_cannot_point_at_its_own_accelerate_config_file():
         validate(raw)
 
 
+def test_training_intervals_are_step_counts_or_fractions_of_an_epoch():
+    """A fraction of an epoch needs no multiple of logging_steps (training rounds it up to one); 0 checkpoints none."""
+    raw = _params()
+    raw["train"].update(eval_steps=0.25, checkpoint_steps=0.3, logging_steps=5, eval_max_examples=None)
+    raw["tasks"]["ner"]["train"] = {"eval_steps": 40, "checkpoint_steps": 0, "eval_max_examples": 8}
+    params = validate(raw)
+    assert (params.train.eval_steps, params.train.checkpoint_steps, params.train.eval_max_examples) == (0.25, 0.3, None)
+    ner = train_config(params, "ner")
+    assert (ner.eval_steps, ner.checkpoint_steps, ner.eval_max_examples) == (40, 0, 8)
+
+
 @pytest.mark.parametrize(
     ("path", "value", "message"),
     [
@@ -143,6 +154,18 @@ def test_a_task_cannot_point_at_its_own_accelerate_config_file():
         (["tasks", "ner", "labels"], ["B-Disease", "O"], r"tasks\.ner\.labels.*must list O first"),
         (["tasks", "ner", "labels"], ["O", "Disease"], r"tasks\.ner\.labels.*'Disease' is not an IOB2 label"),
         (["tasks", "ner", "labels"], ["O", "B-Drug", "B-Drug"], r"tasks\.ner\.labels.*'B-Drug' is listed twice"),
+        (["train", "eval_steps"], 0, r"train\.eval_steps.*fraction of an epoch \(above 0, below 1\), not 0$"),
+        (["train", "eval_steps"], -0.5, r"train\.eval_steps.*not -0\.5"),
+        (["train", "eval_steps"], 2.5, r"train\.eval_steps.*whole number of steps.*not 2\.5"),
+        (["train", "checkpoint_steps"], -0.25, r"train\.checkpoint_steps.*or 0 for none, not -0\.25"),
+        (["train", "checkpoint_steps"], 12.5, r"train\.checkpoint_steps.*whole number of steps.*not 12\.5"),
+        (["train", "checkpoint_steps"], 12, r"train\.checkpoint_steps.*multiple of logging_steps \(5\), not 12:"),
+        (["train", "eval_max_examples"], -1, r"train\.eval_max_examples.*must be 1 or more.*not -1"),
+        (["train", "eval_max_examples"], 0, r"train\.eval_max_examples.*not 0"),
+        (["train", "logging_steps"], 0, r"train\.logging_steps.*must be 1 or more, not 0"),
+        (["tasks", "ner", "train"], {"eval_steps": 2.5}, r"tasks\.ner\.train\.eval_steps.*not 2\.5"),
+        (["tasks", "ner", "train"], {"checkpoint_steps": -3}, r"tasks\.ner\.train\.checkpoint_steps.*not -3"),
+        (["tasks", "ner", "train"], {"eval_max_examples": -2}, r"tasks\.ner\.train\.eval_max_examples.*not -2"),
     ],
 )
 def test_bad_values_are_refused_when_params_are_read_before_any_stage_runs(path, value, message):

@@ -6,11 +6,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from omegaconf import OmegaConf
 
 from conftest import ROOT, write_lines
 from medtune import data, generation
-from medtune.config import DataConfig, load_params
+from medtune.config import load_params
 from medtune.errors import DataError
 from medtune.metrics import seqeval_scores, tag_confusion
 from medtune.modeling import load_tokenizer
@@ -22,7 +21,7 @@ HF_TAG_NAMES = ["O", "B-Disease", "I-Disease", "B-Symptom", "I-Symptom"]  # a hu
 
 
 def read(path, columns=TOKENS_TAGS, **kw) -> list[dict]:
-    rows = data.read_rows(OmegaConf.structured(DataConfig(source="local", path=str(path))), "tasks.ner.data")
+    rows = data.read_file_rows(path)
     return data.to_token_records(rows, columns, kw.pop("id_column", None), kw.pop("on_invalid", "error"), LABELS, **kw)[
         0
     ]

@@ -191,3 +191,18 @@ def test_prepare_with_error_stops_naming_the_record_and_writes_nothing(tmp_path)
     assert "error: record qa-90: field prompt holds a possible mrn" in result.stderr
     assert "00482913" not in result.stderr
     assert not (project / "data" / "prepared").exists()
+
+
+def test_the_history_of_a_chat_record_is_scanned_and_redacted_too():
+    history = [
+        {"role": "user", "content": "Email the results to jane.doe@example.org please."},
+        {"role": "assistant", "content": "I cannot send e-mails."},
+    ]
+    record = {"id": "c1", "prompt": "Is my HbA1c normal?", "response": "Ask your doctor.", "history": history}
+    kept, counts, locations = privacy.apply_phi_policy([record], "redact")
+    assert kept[0]["history"] == [
+        {"role": "user", "content": "Email the results to [EMAIL] please."},
+        {"role": "assistant", "content": "I cannot send e-mails."},
+    ]
+    assert counts["email"] == 1 and locations == ["record c1, field history: email"]
+    assert record["history"][0]["content"].endswith("jane.doe@example.org please.")  # the input is not changed

@@ -37,6 +37,7 @@ from medtune.config import DataConfig, Params, TaskConfig, load_params, validate
 from medtune.errors import ConfigError, DataError, MedtuneError
 from medtune.predict import read_inputs
 from medtune.scope import read_scope_questions
+from medtune.training import interval_steps, steps_per_epoch, validation_sample
 from stages import prepare
 
 
@@ -359,7 +360,7 @@ def test_a_task_reader_returns_well_formed_records_or_a_located_data_error(
             id_column = None
         task = task_for(path, layout, on_invalid, id_column, orphan, tag_names)
         try:
-            rows = data.read_rows(task.data, "tasks.qa.data")
+            rows = data.read_source(task.data, "tasks.qa.data").splits["train"]
         except DataError as err:  # the file as a whole: not UTF-8, not Parquet, not JSON, empty
             event("refused: the file")
             assert_names_file(err, path)
@@ -392,7 +393,7 @@ def test_json_that_only_python_accepts_is_refused_at_its_line(fmt, line, n, read
         path.write_text("\n".join(lines) if fmt == "jsonl" else "[\n" + ",\n".join(lines) + "\n]", encoding="utf-8")
         read = {
             "task": lambda: data.to_sft_records(
-                data.read_rows(task_for(path, "sft", "error", "id", "error", None).data, "tasks.qa.data"),
+                data.read_file_rows(path),
                 {"prompt": "question", "response": "answer"},
                 "id",
                 "error",
@@ -433,7 +434,7 @@ def test_a_byte_that_is_not_utf8_text_anywhere_in_a_file_is_refused(fmt, data_, 
             path, "tokens" if fmt == "conll" else "sft", "error", None if fmt == "conll" else "id", "error", None
         )
         with pytest.raises(DataError) as caught:
-            data.to_task_records(data.read_rows(task.data, "tasks.qa.data"), task)
+            data.to_task_records(data.read_source(task.data, "tasks.qa.data").splits["train"], task)
     assert_names_file(caught.value, path)
 
 
@@ -446,7 +447,7 @@ def test_a_csv_field_over_the_size_limit_is_refused_at_the_line_its_record_start
         path = Path(tmp) / "dataset.csv"
         path.write_text("\n".join(lines) + "\n", encoding="utf-8")
         with pytest.raises(DataError) as caught:
-            data.read_rows(task_for(path, "sft", "error", "id", "error", None).data, "tasks.qa.data")
+            data.read_source(task_for(path, "sft", "error", "id", "error", None).data, "tasks.qa.data").splits["train"]
     assert caught.value.where == f"{path}:{n + 2}" and "not valid CSV" in caught.value.problem
 
 
@@ -611,14 +612,14 @@ def test_scope_and_predict_inputs_are_well_formed_or_a_located_data_error(layout
 def test_a_split_is_a_leakage_free_partition_or_a_data_error_when_one_would_be_empty(prompts, validation, test, seed):
     records = [{"id": str(i), "prompt": p, "response": "A."} for i, p in enumerate(prompts)]
     try:
-        splits = data.split_records(records, validation, test, seed, "qa.jsonl")
+        splits = data.split_records(records, {"validation": validation, "test": test}, seed, "qa.jsonl")
     except DataError as err:
         assert "split is empty" in err.problem
         return
     assert sorted(r["id"] for s in splits.values() for r in s) == sorted(r["id"] for r in records)
     for name in data.SPLITS:
         assert splits[name], f"{name} is empty"
-    data.check_no_leakage(splits)
+    assert data.count_leakage(splits) == {}
 
 
 def clean_file(fmt: str, n: int) -> bytes:
@@ -909,3 +910,52 @@ def test_the_schema_walk_of_these_tests_covers_nested_sections():
     assert "hidden_size" in schema_fields(("model", "architecture"))
     assert "bits" in schema_fields(("peft", "quantization"))
     assert "max_length" in schema_fields(("tasks", "qa"))
+
+
+# ---- training intervals: a step count or a fraction of an epoch --------------------------------------------------
+
+
+@examples(60)
+@given(
+    key=st.sampled_from(["eval_steps", "checkpoint_steps"]),
+    every=st.floats(-2, 1e6, allow_nan=False) | st.integers(-2, 10**6) | st.sampled_from([0, 0.5, 1, 2.5, 20]),
+    logging_steps=st.integers(1, 50),
+    examples_=st.integers(1, 100_000),
+    batch_size=st.integers(1, 64),
+    grad_accum=st.integers(1, 16),
+)
+def test_a_training_interval_that_loads_becomes_steps_training_can_use(
+    key, every, logging_steps, examples_, batch_size, grad_accum
+):
+    """Whatever validate accepts, interval_steps turns into whole optimizer steps, at least one, and a checkpoint
+    interval into a multiple of logging_steps; a fraction of an epoch is rounded up by less than that multiple."""
+    raw = copy.deepcopy(PARAMS)
+    raw["train"].update({key: every, "logging_steps": logging_steps})
+    fraction, whole = 0 < every < 1, every >= 1 and float(every).is_integer()
+    checkpoints = key == "checkpoint_steps"
+    accepted = fraction or (whole and (not checkpoints or every % logging_steps == 0)) or (checkpoints and every == 0)
+    try:
+        train = validate(raw).train
+    except ConfigError as err:
+        assert not accepted and err.key == f"train.{key}", err
+        return
+    assert accepted, every
+    assume(every != 0)  # 0 checkpoints: none
+    multiple = logging_steps if checkpoints else 1
+    epoch = steps_per_epoch(examples_, batch_size, grad_accum)
+    steps = interval_steps(train[key], epoch, multiple)
+    assert isinstance(steps, int) and steps >= 1 and steps % multiple == 0
+    if fraction:
+        assert steps - multiple < every * epoch <= steps + 1e-6  # 1e-6: 0.14 * 50 steps is 7.000000000000001
+    else:
+        assert steps == every
+
+
+@examples(100)
+@given(count=st.integers(0, 300), max_examples=st.none() | st.integers(1, 400), seed=st.integers(0, 2**32))
+def test_the_validation_sample_is_a_seeded_subsequence_of_at_most_max_examples(count, max_examples, seed):
+    examples = [{"id": i} for i in range(count)]
+    sample = validation_sample(examples, max_examples, seed)
+    assert len(sample) == (count if max_examples is None else min(count, max_examples))
+    assert [e["id"] for e in sample] == sorted({e["id"] for e in sample})  # distinct, in the split's order
+    assert sample == validation_sample(examples, max_examples, seed)

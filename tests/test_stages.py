@@ -56,5 +56,27 @@ def test_an_unreachable_hub_dataset_says_how_to_get_it(tmp_path):
     result = run_stage(project, "stages.prepare", "qa", "data/prepared/qa")
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "config key `tasks.qa.data.hub_id`: cannot load keivalya/MedQuad-MedicalQnADataset@" in result.stderr
-    assert "OfflineModeIsEnabled" in result.stderr  # STAGE_ENV: offline, so it fails at once
+    assert "LocalEntryNotFoundError" in result.stderr  # STAGE_ENV: offline, so it fails at once
     assert "hf download --repo-type dataset keivalya/MedQuad-MedicalQnADataset" in result.stderr
+
+
+def test_prepare_reads_chat_rows_and_keeps_their_system_and_history(tmp_path):
+    def chat(i: int) -> str:
+        turns = [
+            {"role": "system", "content": "You explain medicines simply."},
+            {"role": "user", "content": f"What is drug number {i}?"},
+            {"role": "assistant", "content": "A medicine for high blood pressure."},
+            {"role": "user", "content": f"How often do I take drug number {i}?"},
+            {"role": "assistant", "content": "Once a day, as your prescriber said."},
+        ]
+        return json.dumps({"id": f"chat-{i}", "messages": turns})
+
+    project = make_project(
+        tmp_path, [chat(i) for i in range(30)], ["~tasks.qa.data.columns", "+tasks.qa.data.columns={messages:messages}"]
+    )
+    result = run_stage(project, "stages.prepare", "qa", "data/prepared/qa")
+    assert result.returncode == 0, result.stderr
+    record = json.loads((project / "data/prepared/qa/train.jsonl").read_text().splitlines()[0])
+    assert record["response"] == "Once a day, as your prescriber said."
+    assert record["system"] == "You explain medicines simply." and record["prompt"].startswith("How often do I take")
+    assert [turn["role"] for turn in record["history"]] == ["user", "assistant"]

@@ -1,5 +1,6 @@
 """Training internals on the tiny model: padded and padding-free batches score exactly what the examples score one
-by one, and a run shorter than the logging interval still writes its loss curves."""
+by one, a run shorter than the logging interval still writes its loss curves, and validations and checkpoints set
+as a fraction of an epoch happen at the steps it works out to."""
 
 from __future__ import annotations
 
@@ -9,13 +10,24 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 from peft import get_peft_model
+from transformers import TrainerCallback
 
 from medtune.config import PeftConfig, TrainConfig, WeightsConfig
 from medtune.errors import TrainingError
 from medtune.modeling import build_base_model, load_causal_lm, load_token_classifier
 from medtune.plan import PROJECTIONS
 from medtune.tasks import IGNORE_INDEX
-from medtune.training import completion_loss, load_base_for_training, lora_config, make_batch, train_adapter
+from medtune.training import (
+    completion_loss,
+    interval_steps,
+    load_base_for_training,
+    lora_config,
+    make_batch,
+    steps_per_epoch,
+    train_adapter,
+    training_args,
+    validation_sample,
+)
 
 TARGETS = list(PROJECTIONS)  # LoRA on every projection of the Llama blocks
 
@@ -97,14 +109,17 @@ def test_the_base_trains_in_the_dtype_it_is_stored_in_and_what_trains_is_fp32(ki
     assert kind == "sft" or any("score" in name for name, p in model.named_parameters() if p.requires_grad)
 
 
-def train_tiny(base_dir, out, lengths=(10, 11, 12, 13, 14, 15, 16, 17), **train_values) -> dict:
+VALIDATION = sft_examples([9, 10])
+
+
+def train_tiny(base_dir, out, lengths=(10, 11, 12, 13, 14, 15, 16, 17), callbacks=None, **train_values) -> dict:
     """LoRA steps on the tiny model (batch 2, the loss logged every step unless set), outputs in `out`; the results."""
     train = OmegaConf.structured(TrainConfig(**{"batch_size": 2, "logging_steps": 1, "eval_steps": 10, **train_values}))
     results, _ = train_adapter(
         kind="sft",
         base_dir=base_dir,
         train_examples=sft_examples(list(lengths)),
-        eval_examples=sft_examples([9, 10]),
+        eval_examples=VALIDATION,
         peft=OmegaConf.structured(PeftConfig()),
         train=train,
         lora_targets=TARGETS,
@@ -113,6 +128,7 @@ def train_tiny(base_dir, out, lengths=(10, 11, 12, 13, 14, 15, 16, 17), **train_
         adapter_dir=out / "adapter",
         live_dir=out / "live",
         work_dir=out / "work",
+        callbacks=callbacks,
     )
     return results
 
@@ -162,3 +178,98 @@ def test_a_diverging_run_stops_at_the_step_it_diverged_and_saves_no_adapter(tiny
     with pytest.raises(TrainingError, match=r"^step 2: .* nan or infinite.*learning rate \(1e\+20\) is too high"):
         train_tiny(tiny_model_dir, tmp_path, max_steps=8, lr=1e20, warmup_steps=0, bf16=False)
     assert not (tmp_path / "adapter").exists()
+
+
+@pytest.mark.parametrize(
+    ("examples", "batch_size", "grad_accum", "processes", "expected"),
+    [
+        (202, 8, 1, 1, 26),  # qa's sample data on train=cpu: 25 full batches and a short one
+        (200, 8, 1, 1, 25),
+        (202, 4, 4, 1, 13),  # train=gpu: 51 batches, the last step accumulates 3
+        (202, 8, 1, 2, 13),  # two processes under accelerate take a batch each per step
+        (3, 8, 4, 1, 1),  # fewer examples than a batch: still one step
+    ],
+)
+def test_steps_per_epoch_counts_optimizer_steps(examples, batch_size, grad_accum, processes, expected):
+    assert steps_per_epoch(examples, batch_size, grad_accum, processes) == expected
+
+
+@pytest.mark.parametrize(
+    ("every", "epoch_steps", "multiple_of", "expected"),
+    [
+        (0.5, 26, 1, 13),
+        (0.25, 37, 1, 10),  # 9.25 steps: rounded up
+        (0.14, 50, 1, 7),  # 0.14 * 50 is 7.000000000000001 in floats: not 8
+        (0.01, 10, 1, 1),  # a tenth of a step: at least one
+        (0.5, 26, 5, 15),  # checkpoints: 13 steps, rounded up to a multiple of logging_steps
+        (0.5, 38, 5, 20),  # 19 -> 20
+        (0.5, 40, 5, 20),  # 20 is a multiple already
+        (0.01, 10, 5, 5),
+        (20, 26, 5, 20),  # a whole number is a step count, whatever the epoch
+        (7, 1000, 1, 7),
+    ],
+)
+def test_an_interval_in_epochs_becomes_steps_rounded_up(every, epoch_steps, multiple_of, expected):
+    steps = interval_steps(every, epoch_steps, multiple_of)
+    assert steps == expected and isinstance(steps, int)
+
+
+def test_whole_step_counts_give_the_training_arguments_they_gave_before_fractions_existed(tmp_path):
+    def args(epoch_steps: int, **values) -> dict:
+        return training_args(OmegaConf.structured(TrainConfig(**values)), 0, tmp_path, epoch_steps)
+
+    every_20 = args(26, eval_steps=20, checkpoint_steps=20, logging_steps=5)
+    assert (every_20["eval_steps"], every_20["save_strategy"], every_20["save_steps"]) == (20, "steps", 20)
+    assert type(every_20["eval_steps"]) is int and type(every_20["save_steps"]) is int  # not 20.0 from the schema
+    assert args(3, eval_steps=20, checkpoint_steps=20, logging_steps=5) == every_20  # the data size plays no part
+    no_checkpoints = args(26, checkpoint_steps=0)
+    assert (no_checkpoints["save_strategy"], no_checkpoints["save_steps"]) == ("no", 1)
+    halves = args(26, eval_steps=0.5, checkpoint_steps=0.5, logging_steps=5)
+    assert (halves["eval_steps"], halves["save_steps"]) == (13, 15)
+
+
+def test_validation_sample_is_seeded_in_order_and_null_keeps_all():
+    examples = [{"id": f"qa-{i}"} for i in range(50)]
+    ids = [e["id"] for e in validation_sample(examples, 10, seed=42)]
+
+    assert len(ids) == 10 and ids == [e["id"] for e in validation_sample(examples, 10, seed=42)]
+    assert ids == sorted(ids, key=lambda i: int(i.split("-")[1]))  # in the split's order
+    assert ids != [e["id"] for e in validation_sample(examples, 10, seed=43)]  # the seed picks them
+    assert validation_sample(examples, None, seed=42) == examples
+    assert validation_sample(examples, 50, seed=42) == examples
+
+
+class RecordEvaluationsAndSaves(TrainerCallback):
+    """The steps the Trainer validated and checkpointed at, and the examples it validated on."""
+
+    def __init__(self) -> None:
+        self.evaluated, self.saved, self.validated_on = [], [], set()
+
+    def on_evaluate(self, args, state, control, eval_dataloader=None, **kwargs):
+        self.evaluated.append(state.global_step)
+        self.validated_on.add(tuple(tuple(e["input_ids"]) for e in eval_dataloader.dataset))
+
+    def on_save(self, args, state, control, **kwargs):
+        self.saved.append(state.global_step)
+
+
+def test_training_validates_and_checkpoints_at_fractions_of_an_epoch_on_a_sample(tiny_model_dir, tmp_path):
+    """6 examples in batches of 2: 3 steps an epoch. Half an epoch: validation every 2 steps (1.5 rounded up),
+    checkpoints every 3 (2 rounded up to a multiple of logging_steps). The last validation is the final one."""
+    record = RecordEvaluationsAndSaves()
+    train_tiny(
+        tiny_model_dir,
+        tmp_path,
+        [10, 11, 12, 13, 14, 15],
+        callbacks=[record],
+        epochs=2,
+        eval_steps=0.5,
+        checkpoint_steps=0.5,
+        logging_steps=3,
+        eval_max_examples=1,
+        bf16=False,
+    )
+
+    assert record.evaluated == [2, 4, 6, 6] and record.saved == [3, 6]
+    sample = validation_sample(VALIDATION, 1, seed=0)
+    assert len(sample) == 1 and record.validated_on == {(tuple(sample[0]["input_ids"]),)}

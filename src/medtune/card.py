@@ -12,6 +12,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from medtune.config import train_config
+from medtune.data import split_plan
 from medtune.report import flatten, format_number
 
 DISCLAIMER = (
@@ -43,10 +44,12 @@ def model_card(
     train_metrics: dict,
     evaluation: dict | None,
     files: dict[str, str] | None = None,
+    data_origin: dict | None = None,
 ) -> str:
     """Markdown with a Hugging Face metadata header. `params` is the whole params.yaml, `evaluation` the task's
     eval.json (None: not measured yet, and the card says where the numbers will be), `files` extra files to list
-    (name -> what it is), e.g. the GGUF exports."""
+    (name -> what it is), e.g. the GGUF exports, `data_origin` where the data came from (tokenize's stats.json
+    `data`)."""
     task = params.tasks[task_name]
     weights = params.model.weights
     pipeline_tag = "token-classification" if task.kind == "token_classification" else "text-generation"
@@ -60,7 +63,7 @@ def model_card(
         f"{task.description}\n\n> **Medical disclaimer.** {DISCLAIMER}",
         "## Base model\n\n" + _base_model(params),
         "## Task\n\n" + _task(task),
-        "## Training data\n\n" + _data(task),
+        "## Training data\n\n" + _data(task, data_origin),
         "## Training\n\n" + _training(params, task_name, train_metrics),
         "## Evaluation\n\n" + _evaluation(task_name, evaluation),
         "## Intended use\n\n"
@@ -95,12 +98,22 @@ def _task(task: Any) -> str:
     return "\n".join(lines)
 
 
-def _data(task: Any) -> str:
+def _data(task: Any, origin: dict | None) -> str:
+    """Where the training data came from: `origin` is what prepare recorded (tokenize's stats.json `data`), or None
+    where it is not at hand, and the card says only what the config says."""
     data = task.data
     where = f"`{data.path}`" if data.source == "local" else f"`{data.hub_id}` @ `{data.revision}` (Hugging Face hub)"
+    if origin and origin.get("commit"):
+        where += f", commit `{origin['commit']}`"
     provenance = data.provenance or "not stated (set `data.provenance` in the task config)"
-    split = f"{1 - task.split.validation - task.split.test:.0%} / {task.split.validation:.0%} / {task.split.test:.0%}"
-    return f"- source: {where}\n- provenance: {provenance}\n- split train / validation / test: {split}"
+    lines = [f"- source: {where}", f"- provenance: {provenance}"]
+    lines += [f"- {split} split: {how}" for split, how in (origin or {}).get("splits", split_plan(task)).items()]
+    if origin and origin.get("leakage"):
+        shared = ", ".join(f"{n} ({pair})" for pair, n in origin["leakage"].items())
+        lines.append(
+            f"- records whose text is also in an earlier split (the dataset's own splits, kept as given): {shared}"
+        )
+    return "\n".join(lines)
 
 
 def _training(params: Any, task_name: str, train_metrics: dict) -> str:

@@ -1,10 +1,11 @@
 """Resumable training: the train stage's checkpoints folder, a `persist: true` DVC output that a rerun keeps.
 
 The Trainer saves a checkpoint (adapter, optimizer, scheduler, RNG states, trainer state with the loss history)
-every `train.checkpoint_steps` steps as `checkpoint-<step>/`. Its own save is not atomic, so a checkpoint counts
-only once `state.json` names it, which `RecordCheckpoints` writes (atomically) after the Trainer has finished saving
-it: a run killed in the middle of a save resumes from the checkpoint before. `state.json` also holds a fingerprint
-of everything the run depends on, so a checkpoint of another configuration or other data is deleted, never resumed.
+every `train.checkpoint_steps` (steps, or a fraction of an epoch: medtune.training.interval_steps) as
+`checkpoint-<step>/`. Its own save is not atomic, so a checkpoint counts only once `state.json` names it, which
+`RecordCheckpoints` writes (atomically) after the Trainer has finished saving it: a run killed in the middle of a
+save resumes from the checkpoint before. `state.json` also holds a fingerprint of everything the run depends on, so
+a checkpoint of another configuration or other data is deleted, never resumed.
 A finished run deletes its checkpoints and leaves only `state.json`, so a forced rerun trains from the start.
 """
 

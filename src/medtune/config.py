@@ -102,8 +102,10 @@ class TrainConfig:
     bf16: bool = True
     gradient_checkpointing: bool = False
     logging_steps: int = 5
-    eval_steps: int = 10
-    checkpoint_steps: int = 20  # a resumable checkpoint every N steps (a multiple of logging_steps); 0: none
+    # eval_steps and checkpoint_steps: a whole number is optimizer steps, a fraction (< 1) a share of an epoch
+    eval_steps: float = 10
+    eval_max_examples: int | None = None  # validation while training on a seeded sample of this many; None: all
+    checkpoint_steps: float = 20  # a resumable checkpoint every N steps (a multiple of logging_steps); 0: none
     max_length: int | None = None  # tokens per example for every task; None: each task's own max_length
     padding_free: bool = False  # one row per batch, no padding (see medtune.training.make_batch)
     group_by_length: bool = False  # batches of similar lengths: less padding
@@ -116,14 +118,20 @@ class TrainConfig:
 @dataclass
 class DataConfig:
     source: str = "local"  # local | hub
-    path: str | None = None  # local: .jsonl, .json, .csv, .parquet or .conll
+    path: str | None = None  # what DVC tracks for the task: the data file, or the folder holding its split files
     hub_id: str | None = None
     revision: str | None = None
-    hub_split: str = "train"
+    hub_split: str = "train"  # hub: the split read as train when `splits` names none
+    # the task's own splits: name -> a file or list of files inside the `path` folder (local), or a hub split name;
+    # the splits not named are carved from train by seed (`split`)
+    splits: dict[str, Any] = field(default_factory=dict)
+    split_max_records: dict[str, int] = field(default_factory=dict)  # e.g. {validation: 500}: a seeded sample
+    on_leakage: str = "warn"  # the same text in two named splits: warn (counted in stats.json) | error
     columns: dict[str, str] = field(default_factory=dict)  # our field -> source column
     id_column: str | None = None  # null: ids are made from the record number
     max_records: int | None = None  # keep a seeded random sample of this many records
     tag_names: list[str] | None = None  # token_classification: names of integer tags (Hugging Face ner_tags)
+    tag_scheme: str = "iob2"  # token_classification: the tags column's scheme, iob2 | iobes (S-X, E-X: read as IOB2)
     on_invalid: str = "error"  # error | drop
     provenance: str = ""  # who wrote or published the data, and its terms; goes into the model card
 
@@ -260,11 +268,31 @@ def _check_train(train: DictConfig, key: str) -> None:
             f"{key}.attn_implementation",
             f"unknown attention {train.attn_implementation!r}; use {', '.join(ATTENTION)}",
         )
-    if train.checkpoint_steps < 0 or train.checkpoint_steps % train.logging_steps:
+    if train.logging_steps < 1:
+        raise ConfigError(f"{key}.logging_steps", f"must be 1 or more, not {train.logging_steps}")
+    _check_interval(train.eval_steps, f"{key}.eval_steps")
+    if train.checkpoint_steps != 0:
+        _check_interval(train.checkpoint_steps, f"{key}.checkpoint_steps", " or 0 for none")
+    if train.checkpoint_steps >= 1 and train.checkpoint_steps % train.logging_steps:  # fractions are rounded up to one
         raise ConfigError(
             f"{key}.checkpoint_steps",
-            f"must be 0 or a multiple of logging_steps ({train.logging_steps}), not {train.checkpoint_steps}: "
+            f"must be 0 or a multiple of logging_steps ({train.logging_steps}), not {train.checkpoint_steps:g}: "
             "a run resumed from a checkpoint then logs the same loss curve as one that was never stopped",
+        )
+    if train.eval_max_examples is not None and train.eval_max_examples < 1:
+        raise ConfigError(
+            f"{key}.eval_max_examples", f"must be 1 or more (or null for all), not {train.eval_max_examples}"
+        )
+
+
+def _check_interval(value: float, key: str, otherwise: str = "") -> None:
+    """How often training does something: every N optimizer steps (a whole number) or every fraction of an epoch
+    (above 0, below 1; medtune.training.interval_steps). 2.5 is neither: refused, not silently rounded."""
+    if value <= 0 or (value >= 1 and not float(value).is_integer()):
+        raise ConfigError(
+            key,
+            f"must be a whole number of steps (1 or more) or a fraction of an epoch (above 0, below 1){otherwise}, "
+            f"not {value:g}",
         )
 
 
@@ -272,7 +300,9 @@ def _check_counts(cfg: DictConfig) -> None:
     """Example and record limits are counts: a negative one would silently drop examples from the end
     (`examples[:-1]`) instead of failing."""
     limits = {"eval.max_examples": cfg.eval.max_examples, "judge.max_examples": cfg.judge.max_examples}
-    limits.update({f"tasks.{name}.data.max_records": task.data.max_records for name, task in cfg.tasks.items()})
+    for name, task in cfg.tasks.items():
+        limits[f"tasks.{name}.data.max_records"] = task.data.max_records
+        limits.update({f"tasks.{name}.data.split_max_records.{s}": n for s, n in task.data.split_max_records.items()})
     for key, value in limits.items():
         if value is not None and value < 1:
             raise ConfigError(key, f"must be 1 or more (or null for all), not {value}")

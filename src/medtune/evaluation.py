@@ -16,7 +16,7 @@ from medtune.generation import generate, perplexity, predict_tags
 from medtune.judge import judge_simplifications
 from medtune.metrics import score_texts, seqeval_scores, tag_confusion
 from medtune.modeling import device, load_causal_lm, load_token_classifier
-from medtune.tasks import render_prompt, user_message
+from medtune.tasks import render_record_prompt
 
 log = logging.getLogger(__name__)
 Models = dict[str, Path]  # {"base": models/base/<model>, "finetuned": models/merged/<task>}
@@ -26,7 +26,7 @@ def evaluate_generation(
     task: Any, records: list[dict], examples: list[dict], tokenizer: Any, models: Models, eval_cfg: Any, judge: Any
 ) -> tuple[dict, list[dict], dict, dict]:
     """Perplexity of the references, greedy generations scored by the task's metrics, optional judge."""
-    prompts = [render_prompt(tokenizer, task.system, user_message(task.prompt_template, r["prompt"])) for r in records]
+    prompts = [render_record_prompt(tokenizer, r, task.system, task.prompt_template) for r in records]
     sources, references = [r["prompt"] for r in records], [r["response"] for r in records]
     results, outputs, speed = {}, {}, {}
     for name, model_dir in models.items():

@@ -143,7 +143,8 @@ def find_phi_in_tokens(tokens: list[str]) -> tuple[list[PhiMatch], list[str]]:
 
 
 def apply_phi_policy(records: list[dict], policy: str) -> tuple[list[dict], dict[str, int], list[str]]:
-    """Scan every text field (and `tokens`) of prepared records and apply `privacy.phi`.
+    """Scan every text field (and `tokens`, and the turns of a chat's `history`) of prepared records and apply
+    `privacy.phi`.
 
     Returns the records (redacted with `redact`, else unchanged), the count of matches per type (every type, zeros
     included) and up to 10 locations as "record <id>, field <name>: <type>". `error` raises DataError naming the
@@ -163,6 +164,13 @@ def apply_phi_policy(records: list[dict], policy: str) -> tuple[list[dict], dict
                 scanned[field] = redact(value, matches)
             elif field == "tokens":
                 matches, scanned[field] = find_phi_in_tokens(value)
+            elif field == "history":  # a chat record's earlier turns (medtune.data.chat_fields)
+                found = [find_phi(turn["content"]) for turn in value]
+                matches = [match for turn_matches in found for match in turn_matches]
+                scanned[field] = [
+                    {**turn, "content": redact(turn["content"], turn_matches)}
+                    for turn, turn_matches in zip(value, found, strict=True)
+                ]
             else:
                 continue
             for match in matches:

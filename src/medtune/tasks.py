@@ -1,7 +1,9 @@
 """How a prepared record becomes model input, per task kind.
 
 `sft`: system + prompt as the chat's user turn, response as the assistant turn, rendered by the base
-model's own chat template; the loss is on the response tokens only (prompt tokens get label -100).
+model's own chat template; the loss is on the response tokens only (prompt tokens get label -100). A record
+from chat rows may carry its own `system` (replacing the task's) and `history` (earlier user/assistant turns,
+rendered before the prompt and never labelled).
 `token_classification`: the words joined by spaces; the first sub-token of each word carries the word's
 tag id, the others -100; sentences longer than `max_length` tokens are cut into windows at word boundaries.
 """
@@ -34,16 +36,36 @@ def render_prompt(tokenizer: Any, system: str, user: str) -> str:
     return tokenizer.apply_chat_template(chat_messages(system, user), tokenize=False, add_generation_prompt=True)
 
 
+def prompt_messages(record: dict, system: str, template: str) -> list[dict[str, str]]:
+    """The turns of a prepared sft record before its response: its own `system` or else the task's, its `history`
+    and its prompt. `template` (the task's prompt_template) makes every user turn, as the chat assistant does."""
+    system = record.get("system", system)
+    messages = [{"role": "system", "content": system}] if system else []
+    for turn in record.get("history", ()):
+        content = user_message(template, turn["content"]) if turn["role"] == "user" else turn["content"]
+        messages.append({"role": turn["role"], "content": content})
+    messages.append({"role": "user", "content": user_message(template, record["prompt"])})
+    return messages
+
+
+def render_record_prompt(tokenizer: Any, record: dict, system: str, template: str) -> str:
+    """`render_prompt` for a prepared record (`prompt_messages`): what evaluation generates its answer after."""
+    messages = prompt_messages(record, system, template)
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
 def tokenize_sft(tokenizer: Any, record: dict, system: str, template: str, max_length: int) -> tuple[dict | None, bool]:
-    """Token ids and labels for one `{"id", "prompt", "response"}` record.
+    """Token ids and labels for one `{"id", "prompt", "response"}` record (with `system` and `history`, if any).
 
     Labels are the token ids on the response (and the end-of-turn tokens after it) and -100 elsewhere; a
-    token is part of the response when it starts at or after the end of the rendered prompt. Returns
-    `(example, truncated)`; the example is None when truncation to `max_length` left no response token.
+    token is part of the response when it starts at or after the end of the rendered prompt, so the history's
+    assistant turns are never labelled. Returns `(example, truncated)`; the example is None when truncation to
+    `max_length` left no response token.
     """
-    user = user_message(template, record["prompt"])
-    prompt_text = render_prompt(tokenizer, system, user)
-    full_text = tokenizer.apply_chat_template(chat_messages(system, user, record["response"]), tokenize=False)
+    messages = prompt_messages(record, system, template)
+    prompt_text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    full_messages = [*messages, {"role": "assistant", "content": record["response"]}]
+    full_text = tokenizer.apply_chat_template(full_messages, tokenize=False)
     if not full_text.startswith(prompt_text):
         raise ModelError(
             "the base model's chat template does not render the prompt as a prefix of the full conversation, "

@@ -17,9 +17,10 @@ measures the whole recipe against the seed notebooks'.
 `peft.method=qlora` loads the frozen base through bitsandbytes (4-bit NF4 or 8-bit) and prepares it with peft's
 `prepare_model_for_kbit_training`; the heads (`lm_head`, `score`) stay in full precision, as in the QLoRA paper.
 
-Long runs survive a kill: with a `checkpoint_dir` the Trainer checkpoints every `train.checkpoint_steps` steps and a
-rerun resumes from the last complete checkpoint (medtune.checkpoints), ending with the same adapter. A loss or
-weight that stops being finite ends training at once with the step and the likely cause (`StopOnNonFinite`).
+Long runs survive a kill: with a `checkpoint_dir` the Trainer checkpoints every `train.checkpoint_steps` (steps, or a
+fraction of an epoch: `interval_steps`) and a rerun resumes from the last complete checkpoint (medtune.checkpoints),
+ending with the same adapter. A loss or weight that stops being finite ends training at once with the step and the
+likely cause (`StopOnNonFinite`).
 
 The loss curves are written with dvclive at the end, from the Trainer's log history rather than live through
 transformers' DVCLiveCallback: the history is part of every checkpoint, so a resumed run still writes the whole
@@ -31,6 +32,8 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import os
+import random
 import resource
 import time
 from pathlib import Path
@@ -135,8 +138,38 @@ def _mb(model: Any) -> float:
     return model.get_memory_footprint() / 2**20
 
 
-def training_args(train: Any, seed: int, output_dir: Path) -> dict:
-    """transformers TrainingArguments from the `train` config."""
+def steps_per_epoch(examples: int, batch_size: int, grad_accum: int, processes: int = 1) -> int:
+    """Optimizer steps in one epoch, counted as the Trainer counts them: each of `processes` takes `batch_size`
+    examples a batch (the last batch may be short) and an epoch's last step may accumulate fewer batches."""
+    batches = math.ceil(examples / (batch_size * processes))
+    return max(math.ceil(batches / grad_accum), 1)
+
+
+def interval_steps(every: float, epoch_steps: int, multiple_of: int = 1) -> int:
+    """`train.eval_steps` or `train.checkpoint_steps` in optimizer steps. A whole number is a step count, used as
+    it is. A fraction (< 1) is a share of an epoch, so one setting suits 300 records and 30,000: rounded up to a
+    multiple of `multiple_of`, at least one (checkpoints pass logging_steps: a resumed run then logs the same loss
+    curve, see medtune.config). transformers would read the fraction as a share of the whole run instead."""
+    if every >= 1:
+        return int(every)
+    steps = math.ceil(round(every * epoch_steps, 6))  # 0.14 * 50 steps is 7.000000000000001: 7, not 8
+    return max(math.ceil(steps / multiple_of), 1) * multiple_of
+
+
+def validation_sample(examples: list[dict], max_examples: int | None, seed: int) -> list[dict]:
+    """The validation examples training evaluates on: a seeded random `max_examples` of them in their original
+    order (all when None), so that a validation split of thousands does not cost more than the training itself.
+    Sampled as prepare samples `data.max_records`, but here, so that the train stage does not depend on data.py."""
+    if max_examples is None or max_examples >= len(examples):
+        return examples
+    keep = sorted(random.Random(seed).sample(range(len(examples)), max_examples))
+    return [examples[i] for i in keep]
+
+
+def training_args(train: Any, seed: int, output_dir: Path, epoch_steps: int) -> dict:
+    """transformers TrainingArguments from the `train` config; `epoch_steps` (optimizer steps per epoch) turns the
+    fractions of an epoch in eval_steps and checkpoint_steps into steps."""
+    saves = train.checkpoint_steps > 0
     return dict(
         output_dir=str(output_dir),
         num_train_epochs=train.epochs,
@@ -152,9 +185,9 @@ def training_args(train: Any, seed: int, output_dir: Path) -> dict:
         activation_checkpointing=train.gradient_checkpointing,
         logging_steps=train.logging_steps,
         eval_strategy="steps",
-        eval_steps=train.eval_steps,
-        save_strategy="steps" if train.checkpoint_steps > 0 else "no",
-        save_steps=max(train.checkpoint_steps, 1),
+        eval_steps=interval_steps(train.eval_steps, epoch_steps),
+        save_strategy="steps" if saves else "no",
+        save_steps=interval_steps(train.checkpoint_steps, epoch_steps, train.logging_steps) if saves else 1,
         save_total_limit=2,  # the newest may be a partial save when a run is killed; the one before is whole
         logging_nan_inf_filter=False,  # the default would hide a nan loss behind the mean of the others
         report_to="none",
@@ -317,16 +350,21 @@ def train_adapter(
     With a `checkpoint_dir`, checkpoint there and resume from it (see medtune.checkpoints); else `work_dir` is
     the Trainer's scratch folder. `callbacks` are extra TrainerCallbacks (the benchmarks use one to measure memory).
 
+    Validation, during training and after it (`eval_loss`), is on `validation_sample` of `eval_examples`.
+
     Returns the results (losses, steps, parameter counts: a pure function of the inputs) and the resources
     (wall-clock time, tokens/s, memory: different on every run), kept apart so the results reproduce byte for byte.
     """
     from transformers import Trainer, TrainingArguments, set_seed
 
+    validation = validation_sample(eval_examples, train.eval_max_examples, seed)
+    if len(validation) < len(eval_examples):
+        log.info("Validating on %d of %d examples (train.eval_max_examples)", len(validation), len(eval_examples))
     run = resume = None
     if checkpoint_dir:  # the fingerprint reads every base model file: only a resumable run needs it
         inputs = {"kind": kind, "peft": peft, "train": train, "targets": lora_targets, "labels": labels, "seed": seed}
         run = checkpoints.fingerprint(
-            {**_plain(inputs), "train_examples": train_examples, "eval_examples": eval_examples},
+            {**_plain(inputs), "train_examples": train_examples, "eval_examples": validation},
             [p for p in Path(base_dir).iterdir() if p.is_file()],
         )
         resume = checkpoints.resume_point(checkpoint_dir, run)
@@ -336,11 +374,13 @@ def train_adapter(
     own_callbacks = [LogLastStep(), StopOnNonFinite()]
     if checkpoint_dir:
         own_callbacks.append(checkpoints.RecordCheckpoints(checkpoint_dir, run))
+    processes = int(os.environ.get("WORLD_SIZE", "1"))  # set by `accelerate launch`: each process takes its batches
+    epoch_steps = steps_per_epoch(len(train_examples), train.batch_size, train.grad_accum, processes)
     trainer = Trainer(
         model=model,
-        args=TrainingArguments(**training_args(train, seed, checkpoint_dir or work_dir)),
+        args=TrainingArguments(**training_args(train, seed, checkpoint_dir or work_dir, epoch_steps)),
         train_dataset=[{"input_ids": e["input_ids"], "labels": e["labels"]} for e in train_examples],
-        eval_dataset=[{"input_ids": e["input_ids"], "labels": e["labels"]} for e in eval_examples],
+        eval_dataset=[{"input_ids": e["input_ids"], "labels": e["labels"]} for e in validation],
         data_collator=functools.partial(make_batch, causal=causal, padding_free=train.padding_free),
         compute_loss_func=completion_loss if causal else None,
         callbacks=[*own_callbacks, *(callbacks or [])],

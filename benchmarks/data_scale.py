@@ -14,8 +14,11 @@ token_classification the `ner` task.
 
 Per stage: its wall time (interpreter start and imports included, as in `dvc repro`) and the peak resident memory
 of its own process (VmHWM), seconds per 1k records, and, between the two largest sizes, what each 1k more
-records adds in seconds and MB, and where the larger of the two stages' peaks would reach the machine's RAM
-(--ram-gib) if it keeps growing that way. Prints a table and writes the figures as JSON with --json.
+records adds in seconds and MB, and the size at which the stage's peak would reach the machine's RAM (--ram-gib)
+if it keeps growing that way. Prints a table and writes the figures as JSON with --json.
+
+tiny-random's tokenizer is byte-level: its sft examples are all cut at max_length (256 tokens each), so tokenize
+holds more tokens per record than with SmolLM2's and its figures are an upper bound for them.
 """
 
 from __future__ import annotations
@@ -188,7 +191,8 @@ def main() -> None:
         for kind, task in zip(args.kinds, tasks, strict=True):
             if params.tasks[task].kind != kind:
                 raise SystemExit(f"tasks.{task} is a {params.tasks[task].kind} task in conf/, not {kind}")
-        types = [label[2:] for label in params.tasks[TASKS["token_classification"]].labels if label.startswith("B-")]
+        # the entity types of the tagged sentences: those of the token_classification task's labels
+        types = [label[2:] for task in tasks for label in params.tasks[task].labels if label.startswith("B-")]
         base = f"models/base/{params.model.name}"
         base_s, _ = run_stage(project, "stages.base", base)
         console.print(f"base stage ({params.model.name}): {base_s:.1f} s, once")

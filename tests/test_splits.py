@@ -290,3 +290,21 @@ def test_the_ncbi_disease_config_reads_the_hubs_parquet_conversion_with_its_labe
     stats, splits = prepared(project, "ner")
     assert splits["test"][0]["tags"] == ["B-Disease", "O", "O", "O", "O"] and splits["test"][0]["id"] == "0"
     assert (stats["train"], stats["validation"], stats["test"]) == (2, 1, 2)
+
+
+def test_the_cochrane_simplification_config_reads_the_authors_three_json_files(tmp_path):
+    folder = mkdir(tmp_path / "cochrane-copy")
+    pair = {
+        "source": "Twelve trials (1,234 adults) compared drug A with placebo; it reduced pain scores (low certainty).",
+        "target": "We found 12 studies in 1,234 adults. Drug A may reduce pain a little, but we are not sure.",
+    }
+    for split, n in (("train", 12), ("validation", 2), ("test", 3)):
+        lines = [json.dumps({k: f"{v} ({split} {i})" for k, v in pair.items()}) for i in range(n)]
+        write_lines(folder / f"{split}.json", lines)
+    overrides = ["task@tasks.simplification=simplification_cochrane", f"tasks.simplification.data.hub_id={folder}"]
+    project = make_project(mkdir(tmp_path / "project"), [qa(0)], overrides)
+    result = run_stage(project, "stages.prepare", "simplification", "data/prepared/simplification")
+    assert result.returncode == 0, result.stderr
+    stats, splits = prepared(project, "simplification")
+    assert (stats["train"], stats["validation"], stats["test"]) == (12, 2, 3)
+    assert splits["test"][2]["prompt"].endswith("(test 2)") and splits["test"][2]["id"] == "test-000003"

@@ -930,7 +930,7 @@ def test_a_training_interval_that_loads_becomes_steps_training_can_use(
     """Whatever validate accepts, interval_steps turns into whole optimizer steps, at least one, and a checkpoint
     interval into a multiple of logging_steps; a fraction of an epoch is rounded up by less than that multiple."""
     raw = copy.deepcopy(PARAMS)
-    raw["train"].update({key: every, "logging_steps": logging_steps})
+    raw["train"].update({"checkpoint_steps": 0, key: every, "logging_steps": logging_steps})  # only `key` varies
     fraction, whole = 0 < every < 1, every >= 1 and float(every).is_integer()
     checkpoints = key == "checkpoint_steps"
     accepted = fraction or (whole and (not checkpoints or every % logging_steps == 0)) or (checkpoints and every == 0)

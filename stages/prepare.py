@@ -43,7 +43,8 @@ def main() -> None:
     pool, duplicates = data.drop_duplicates(named.pop("train"))  # the splits a dataset names are never altered
     sampled = data.sample_records(pool, task.data.max_records, params.seed)
     carved = data.split_records(sampled, data.carved_shares(task), params.seed, name)
-    whole = {split: (named | carved)[split] for split in data.SPLITS}
+    given_or_carved = named | carved
+    whole = {split: given_or_carved[split] for split in data.SPLITS}
     splits = {s: data.sample_records(r, task.data.split_max_records.get(s), params.seed) for s, r in whole.items()}
     leakage = data.count_leakage(splits)
     if leakage:

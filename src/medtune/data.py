@@ -129,8 +129,7 @@ def _check_named_splits(data: Any, key: str) -> None:
         files = split_files(value)
         if data.source == "hub" and not isinstance(value, str):
             raise ConfigError(f"{key}.splits.{name}", f"a hub split is one name, e.g. {name}, not {value!r}")
-        bad = next((f for f in files if not isinstance(f, str) or not f.strip()), None) if files else ""
-        if bad is not None:
+        if not files or any(not isinstance(f, str) or not f.strip() for f in files):
             raise ConfigError(f"{key}.splits.{name}", f"must be a file name or a list of them, not {value!r}")
         outside = [f for f in files if PurePosixPath(f).is_absolute() or ".." in PurePosixPath(f).parts]
         if data.source == "local" and outside:

@@ -1,118 +1,46 @@
-"""The real pipeline: `dvc repro` and `dvc exp run` on the tiny model in a temporary git repo.
+"""The real pipeline: `dvc repro` and `dvc exp run` on the tiny model in a temporary git repo (tests/dvc_project.py).
 
 The scenario runs in order (each step starts from the state the previous one left):
-full build -> no-op rerun -> push, clone and pull through a DVC remote -> opt-in GGUF export -> eval-only change
--> LoRA-rank experiment -> model switch -> a queued sweep over one task -> the review report of one of its
-experiments against the baseline.
+full build -> predict, chat and the CLI offline -> no-op rerun -> push, clone and pull through a DVC remote -> opt-in
+GGUF export -> eval-only change -> one task's change -> data files tracked per task -> LoRA-rank experiment -> model
+switch -> a queued sweep over one task -> the review report of one of its experiments against the baseline.
+Rebuilds (byte-identical, killed at every write) run on a build of their own: tests/test_pipeline_rebuild.py.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import pytest
 import yaml
-from omegaconf import OmegaConf
 
-from conftest import ROOT
-from medtune.config import compose_params
+from dvc_project import (
+    NETWORK_LOG,
+    PER_TASK,
+    TASKS,
+    command_env,
+    commit_workspace,
+    dvc,
+    make_repo,
+    run,
+    set_root_config,
+    set_task_config,
+    stages_run,
+)
 from medtune.export import MAX_RELATIVE_LOGIT_DIFF
 
 pytestmark = pytest.mark.pipeline
 
-# Small enough for CI, still every stage and every param path of the real pipeline.
-TINY = {
-    "model": "tiny-random",
-    "train": {"epochs": 1, "eval_steps": 4, "logging_steps": 2},
-    "eval": {"batch_size": 4, "max_examples": 4},
-}
-TINY_GENERATIVE_TASK = {"max_length": 640, "generation": {"max_new_tokens": 8}}
-
-
-# Every command below runs with internet sockets refused (tests/no_network/sitecustomize.py): the pipeline and the
-# CLI need no network unless a user configures the judge or a hub model. Attempts are logged here and fail the test.
-NETWORK_LOG = Path(tempfile.gettempdir()) / f"medtune-network-attempts-{os.getpid()}.log"
-OFFLINE = {"PYTHONPATH": str(ROOT / "tests" / "no_network"), "MEDTUNE_NETWORK_LOG": str(NETWORK_LOG)}
-
-
-def command_env() -> dict[str, str]:
-    """A user's environment: no HF_HUB_OFFLINE (importing medtune set it in this process), the network guard."""
-    user = {key: value for key, value in os.environ.items() if key != "HF_HUB_OFFLINE"}
-    return {**user, **OFFLINE, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-
-
-def run(repo: Path, *args: str) -> str:
-    result = subprocess.run(args, cwd=repo, capture_output=True, text=True, env=command_env())
-    assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
-    assert not NETWORK_LOG.exists(), f"{' '.join(args)} tried to use the network:\n{NETWORK_LOG.read_text()}"
-    return result.stdout + result.stderr
-
-
-def stages_run(output: str) -> set[str]:
-    return set(re.findall(r"Running stage '([^']+)'", output))
-
-
-def dvc(repo: Path, *args: str) -> str:
-    return run(repo, sys.executable, "-m", "dvc", *args)
-
-
-def set_root_config(repo: Path, **values) -> None:
-    """Edit conf/config.yaml (keys after `_self_` override the groups) and recompose params.yaml, as a user would."""
-    path = repo / "conf" / "config.yaml"
-    config = yaml.safe_load(path.read_text())
-    for key, value in values.items():
-        if key == "model":
-            config["defaults"][0] = {"model": value}
-        else:
-            config[key] = OmegaConf.to_container(OmegaConf.merge(config.get(key, {}), value))
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
-    compose_params(repo)
-
-
-def set_task_config(repo: Path, task: str, values: dict) -> None:
-    """Edit conf/task/<task>.yaml, where a task's settings live (so `-S 'tasks=[...]'` can leave the task out)."""
-    path = repo / "conf" / "task" / f"{task}.yaml"
-    config = yaml.safe_load(path.read_text())
-    path.write_text(yaml.safe_dump(OmegaConf.to_container(OmegaConf.merge(config, values)), sort_keys=False))
-    compose_params(repo)
-
-
-def commit_workspace(repo: Path, message: str) -> None:
-    run(repo, "git", "add", "-A")
-    run(repo, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", message)
-
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    repo = tmp_path_factory.mktemp("medtune-repo")
-    for name in ("conf", "stages", "src", "dvc.yaml", ".dvcignore", ".gitignore"):
-        copy = shutil.copytree if (ROOT / name).is_dir() else shutil.copy
-        copy(ROOT / name, repo / name)
-    (repo / ".dvc").mkdir()
-    shutil.copy(ROOT / ".dvc" / "config", repo / ".dvc" / "config")
-    (repo / "data" / "raw").mkdir(parents=True)
-    for raw in (ROOT / "data" / "raw").glob("*.jsonl"):
-        (repo / "data" / "raw" / raw.name).write_text("".join(raw.read_text().splitlines(keepends=True)[:40]))
-    set_root_config(repo, **TINY)
-    for task in ("qa", "simplification", "terminology"):
-        set_task_config(repo, task, TINY_GENERATIVE_TASK)
-    run(repo, "git", "init", "-q")
-    commit_workspace(repo, "tiny project")
-    return repo
-
-
-TASKS = ("qa", "simplification", "terminology", "ner")
-PER_TASK = ("prepare", "tokenize", "train", "merge", "evaluate")
+    return make_repo(tmp_path_factory.mktemp("medtune-repo"))
 
 
 def test_repro_builds_every_stage_of_every_task_and_writes_the_metrics(repo):
@@ -139,106 +67,6 @@ def test_repro_builds_every_stage_of_every_task_and_writes_the_metrics(repo):
     assert "models/merged/qa" in (repo / "dvc.lock").read_text()
     card = (repo / "models/merged/ner/README.md").read_text()
     assert "provenance: authored sample data" in card and "`B-Medication`" in card and "Medical disclaimer" in card
-
-
-def build_outputs(root: Path) -> dict[str, bytes]:
-    """Every file the pipeline wrote, by path: data, models and metrics. Left out: *_resources.json (wall-clock time
-    and memory) and leftovers of killed writes (`.*.tmp-*`)."""
-    files = [p for top in ("data/prepared", "data/tokenized", "models", "metrics") for p in (root / top).rglob("*")]
-    return {
-        str(p.relative_to(root)): p.read_bytes()
-        for p in files
-        if p.is_file() and not p.name.endswith("_resources.json") and ".tmp-" not in str(p)
-    }
-
-
-def fresh_clone(repo: Path, folder: Path) -> Path:
-    """A git clone of the project: its code and config, none of its outputs, no DVC cache to restore them from."""
-    run(folder.parent, "git", "clone", "-q", str(repo), str(folder))
-    return folder
-
-
-def test_a_second_clean_build_is_byte_identical(repo, tmp_path):
-    """Seeds everywhere (split, LoRA and head init, dataloader order): a rebuild gives the same bytes."""
-    clone = fresh_clone(repo, tmp_path / "again")
-    dvc(clone, "repro", "evaluate@qa", "evaluate@ner")  # both kinds of head
-
-    first, second = build_outputs(repo), build_outputs(clone)
-    assert {"models/adapters/ner/adapter_model.safetensors", "metrics/ner/eval.json"} <= second.keys()
-    differing = [path for path in second if second[path] != first[path]]
-    assert differing == []
-
-
-def output_key(path: str) -> str:
-    """The output a path belongs to: `models/adapters/ner/x` -> `models/adapters/ner`, a temporary sibling
-    `metrics/ner/.eval.json.tmp-1a2b` -> `metrics/ner/eval.json`; in the checkpoints folder, each checkpoint."""
-    parts = path.split("/")[: 4 if path.startswith("models/checkpoints/") else 3]
-    parts[-1] = re.sub(r"^\.(.+)\.tmp-.*$", r"\1", parts[-1])
-    return "/".join(parts)
-
-
-def written_paths(clone: Path) -> dict[str, tuple[int, int]]:
-    """Files and folders under the output locations of the ner chain, each with its inode and (files) modification
-    time: an output DVC deletes and the stage writes again is a new one. os.walk: the stages rename folders while it
-    looks, and it skips what vanished."""
-    paths = {}
-    for top in ("data/prepared", "data/tokenized", "models", "metrics/ner"):
-        for folder, dirs, files in os.walk(clone / top):
-            for name in dirs + files:
-                with contextlib.suppress(FileNotFoundError):
-                    stat = (Path(folder) / name).stat()
-                    changed = stat.st_mtime_ns if name in files else 0  # a folder's changes with every file in it
-                    paths[str((Path(folder) / name).relative_to(clone))] = (stat.st_ino, changed)
-    return paths
-
-
-def kill_when_an_output_starts(clone: Path, killed: set[str], timeout_s: float = 300) -> str | None:
-    """Run `dvc repro evaluate@ner` and SIGKILL it (and the stage it runs) the moment an output not in `killed`
-    starts being written (its temporary sibling, or the output itself, appears). Returns that output, or None when
-    the build finished first."""
-    before = written_paths(clone)
-    build = subprocess.Popen([sys.executable, "-m", "dvc", "repro", "evaluate@ner"], cwd=clone, env=command_env(),
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
-    deadline = time.monotonic() + timeout_s
-    while build.poll() is None and time.monotonic() < deadline:
-        now = written_paths(clone)
-        fresh = {output_key(p) for p in now if now[p] != before.get(p) and p.count("/") >= 2} - killed
-        if fresh:
-            os.killpg(build.pid, signal.SIGKILL)
-            build.wait()
-            return min(fresh)
-        time.sleep(0.001)
-    assert build.returncode == 0, "the build failed or hung"
-    return None
-
-
-def incomplete_outputs(clone: Path, clean: dict[str, bytes]) -> list[str]:
-    """Outputs that exist in `clone` (a folder, even an empty one, or a file) but are not exactly the clean build's:
-    a file missing from a folder, or other bytes. The checkpoints folder is in progress by design."""
-    now = build_outputs(clone)
-    present = {output_key(p) for p in written_paths(clone) if ".tmp-" not in p and p.count("/") >= 2}
-
-    def files(build: dict[str, bytes], key: str) -> dict[str, bytes]:
-        return {path: data for path, data in build.items() if output_key(path) == key}
-
-    return sorted(k for k in present if not k.startswith("models/checkpoints/") and files(now, k) != files(clean, k))
-
-
-def test_a_build_killed_as_each_output_is_written_leaves_nothing_partial_and_ends_identical(repo, tmp_path):
-    """SIGKILL `dvc repro` (and its stage) as each output starts being written, then rerun: after every kill each
-    output that exists is complete (equal to a clean build's), and the build that finally finishes is the clean one.
-    Training is also killed in the middle of saving a checkpoint, which the rerun must not resume from."""
-    clone, clean, killed = fresh_clone(repo, tmp_path / "killed"), build_outputs(repo), set()
-    while (output := kill_when_an_output_starts(clone, killed)) is not None:
-        killed.add(output)
-        assert incomplete_outputs(clone, clean) == []
-        assert len(killed) < 30
-
-    assert {"models/base/tiny-random", "data/tokenized/ner", "models/adapters/ner", "metrics/ner/eval.json"} <= killed
-    assert any(output.startswith("models/checkpoints/ner/checkpoint-") for output in killed)
-    finished = build_outputs(clone)
-    assert [path for path in finished if finished[path] != clean[path]] == []
-    assert finished.keys() >= {p for p in clean if "/ner/" in p or p.startswith("models/base/")}
 
 
 def test_predict_tags_text_with_the_merged_model(repo):

@@ -2,8 +2,11 @@
 
 Reads params: seed, eval, judge, tasks.<task>.{kind,labels,system,prompt_template,generation,metrics}.
     python -m stages.evaluate qa data/prepared/qa data/tokenized/qa models/base/smollm2-135m models/merged/qa metrics/qa
-Writes metrics/<task>/eval.json `{"base": {...}, "finetuned": {...}}`, samples.jsonl (inputs, reference, both
-models' outputs), scores.csv (the base-vs-fine-tuned bar plot) and, for token classification, confusion.csv.
+Writes metrics/<task>/eval.json `{"base": {...}, "finetuned": {...}, "bootstrap": {...}}` (each metric with its
+bootstrap interval over the test examples), examples.jsonl (each example's metric statistics, what `medtune report`
+compares example by example), eval_machine.json (the hardware the timings in eval_resources.json were
+made on), samples.jsonl (inputs, reference, both models' outputs), scores.csv (the
+base-vs-fine-tuned bar plot) and, for token classification, confusion.csv.
   sft: perplexity of the reference answers, the task's text metrics on greedy generations, ms per token.
   token_classification: seqeval strict IOB2 precision/recall/F1, micro and per type; the base model has an
   untrained head (the floor).
@@ -16,6 +19,7 @@ from medtune.config import load_params, task_config
 from medtune.console import run_main
 from medtune.evaluation import evaluate_generation, evaluate_tagging
 from medtune.io import read_jsonl, write_csv, write_json, write_jsonl
+from medtune.machine import describe
 from medtune.modeling import load_tokenizer
 
 
@@ -36,17 +40,17 @@ def main() -> None:
     examples = [e for e in read_jsonl(args.tokenized_dir / "test.jsonl") if e["id"] in kept_ids]
     models = {"base": args.base_dir, "finetuned": args.merged_dir}
     if task.kind == "token_classification":
-        results, samples, plots, speed = evaluate_tagging(task, records, examples, models, params.eval, params.seed)
+        done = evaluate_tagging(task, records, examples, models, params.eval, params.seed)
     else:
         judge = params.judge if params.judge.enabled and args.task in params.judge.tasks else None
         tokenizer = load_tokenizer(args.base_dir)
-        results, samples, plots, speed = evaluate_generation(
-            task, records, examples, tokenizer, models, params.eval, judge
-        )
-    write_json(args.metrics_dir / "eval.json", results)
-    write_json(args.metrics_dir / "eval_resources.json", speed)
-    write_jsonl(args.metrics_dir / "samples.jsonl", samples)
-    for name, rows in plots.items():
+        done = evaluate_generation(task, records, examples, tokenizer, models, params.eval, params.seed, judge)
+    write_json(args.metrics_dir / "eval.json", done.results)
+    write_json(args.metrics_dir / "eval_resources.json", done.speed)
+    write_json(args.metrics_dir / "eval_machine.json", describe())
+    write_jsonl(args.metrics_dir / "examples.jsonl", done.examples)
+    write_jsonl(args.metrics_dir / "samples.jsonl", done.samples)
+    for name, rows in done.plots.items():
         write_csv(args.metrics_dir / name, rows)
 
 

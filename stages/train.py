@@ -5,9 +5,10 @@ tasks a new `score` head plus LoRA on the backbone.
 Reads params: seed, peft, train, model.lora_targets, tasks.<task>.{kind,labels,train}.
     python -m stages.train qa data/tokenized/qa models/base/smollm2-135m models/adapters/qa metrics/qa \
         models/checkpoints/qa
-Writes the adapter (safetensors), metrics/<task>/train.json (results), train_resources.json (time, memory)
-and the dvclive loss curves in metrics/<task>/live/. Checkpoints go to the last folder (`persist: true` in dvc.yaml):
-a run that was killed resumes from there.
+Writes the adapter (safetensors), metrics/<task>/train.json (results), train_resources.json (time, memory),
+train_machine.json (the hardware and library versions of those timings) and the dvclive loss curves in
+metrics/<task>/live/. Checkpoints go to the last folder (`persist: true` in dvc.yaml): a run that was killed resumes
+from there.
 With `train.launcher=accelerate` the stage starts itself again under `accelerate launch` (DDP, FSDP); every
 process trains its share of each batch and the first one writes the outputs.
 """
@@ -24,6 +25,7 @@ from medtune.config import load_params, task_config, train_config
 from medtune.console import log, run_main
 from medtune.errors import ConfigError
 from medtune.io import atomic_dir, read_jsonl, write_json
+from medtune.machine import describe
 from medtune.training import train_adapter
 
 
@@ -67,6 +69,7 @@ def main() -> None:
     if writer:
         write_json(args.metrics_dir / "train.json", results)
         write_json(args.metrics_dir / "train_resources.json", resources)
+        write_json(args.metrics_dir / "train_machine.json", describe())
         log.info(
             "Final train loss %.4f, eval loss %.4f, %.0f tokens/s",
             results["train_loss_final"],

@@ -20,7 +20,9 @@ from medtune.config import compose_params
 # Small enough for CI, still every stage and every param path of the real pipeline.
 TINY = {
     "model": "tiny-random",
-    "train": {"epochs": 1, "eval_steps": 4, "logging_steps": 2},
+    # a checkpoint every 20 steps: ner (8 epochs of 4 steps) saves one mid-run and one at the end, which the kill
+    # test kills each (train=cpu's quarter epoch would be 16 checkpoints, each one more killed build)
+    "train": {"epochs": 1, "eval_steps": 4, "logging_steps": 2, "checkpoint_steps": 20},
     "eval": {"batch_size": 4, "max_examples": 4},
 }
 TINY_GENERATIVE_TASK = {"max_length": 640, "generation": {"max_new_tokens": 8}}

@@ -20,9 +20,10 @@ from conftest import STAGE_ENV, TRAIN_STAGE
 from medtune.config import compose_params
 from medtune.io import read_json
 
-# 64 examples, batch 4, 2 epochs: 32 steps; a checkpoint every 4 (the loss is logged every 2)
+# 64 examples, batch 4, 2 epochs: 32 steps; a checkpoint every 4 (the loss is logged every 2); batches of similar
+# lengths, in an order drawn anew each epoch
 RESUMABLE = ["model=tiny-random", "train.epochs=2", "train.batch_size=4", "train.lr=1e-2", "train.logging_steps=2",
-             "train.eval_steps=8", "train.checkpoint_steps=4"]  # fmt: skip
+             "train.eval_steps=8", "train.checkpoint_steps=4", "train.group_by_length=true"]  # fmt: skip
 
 
 def start_training(project: Path, base_dir: Path, run: str) -> subprocess.Popen:
@@ -70,13 +71,13 @@ def test_a_run_killed_mid_training_resumes_from_its_checkpoint_and_ends_with_the
     finished(uninterrupted)
 
     killed = start_training(project, tiny_model_dir, "twice")
-    kill_after_checkpoint(killed, project / "twice" / "checkpoints", step=12)
+    kill_after_checkpoint(killed, project / "twice" / "checkpoints", step=20)  # 4 steps into the second epoch
     assert killed.returncode == -signal.SIGKILL
     assert not (project / "twice" / "adapter").exists() and not (project / "twice" / "metrics" / "train.json").exists()
     log = finished(start_training(project, tiny_model_dir, "twice"))
 
     resumed_from = read_json(project / "twice" / "metrics" / "train_resources.json")["resumed_from_step"]
-    assert resumed_from >= 12 and f"checkpoint-{resumed_from}" in log
+    assert resumed_from >= 20 and f"checkpoint-{resumed_from}" in log
     once, twice = results(project / "once"), results(project / "twice")
     assert twice[0] == once[0]  # train.json byte for byte: final losses, steps
     assert twice[1].keys() == once[1].keys()

@@ -1,5 +1,7 @@
 """Rebuilds of the qa and ner chains (both kinds of model head) on the tiny model, from a build of their own: a
-second clean build gives the same bytes, and a build killed as each output is written ends with the same bytes."""
+second clean build gives the same bytes, and a build killed as each output is written ends with the same bytes.
+Byte identity holds on one machine with one set of library versions: bf16 kernels differ between CPUs (AMX or
+AVX-512 bf16 only) and GPUs, so a build elsewhere differs within the metrics' intervals (docs/metrics.md)."""
 
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return repo
 
 
-def test_a_second_clean_build_is_byte_identical(repo, tmp_path):
+def test_a_second_clean_build_on_the_same_machine_and_library_versions_is_byte_identical(repo, tmp_path):
     """Seeds everywhere (split, LoRA and head init, dataloader order): a rebuild gives the same bytes."""
     clone = fresh_clone(repo, tmp_path / "again")
     dvc(clone, "repro", "evaluate@qa", "evaluate@ner")  # both kinds of head
@@ -93,7 +95,7 @@ def incomplete_outputs(clone: Path, clean: dict[str, bytes]) -> list[str]:
     return sorted(k for k in present if not k.startswith("models/checkpoints/") and files(now, k) != files(clean, k))
 
 
-def test_a_build_killed_as_each_output_is_written_leaves_nothing_partial_and_ends_identical(repo, tmp_path):
+def test_a_build_killed_at_every_write_leaves_nothing_partial_and_ends_byte_identical_on_this_machine(repo, tmp_path):
     """SIGKILL `dvc repro` (and its stage) as each output starts being written, then rerun: after every kill each
     output that exists is complete (equal to a clean build's), and the build that finally finishes is the clean one.
     Training is also killed in the middle of saving a checkpoint, which the rerun must not resume from."""

@@ -1,5 +1,6 @@
-"""The review report: metric direction, changed params, metrics missing in one revision, samples side by side.
-(tests/test_pipeline.py writes a real report from two revisions of a real pipeline.)"""
+"""The review report: metric direction, significance of each change, changed params, metrics missing in one
+revision, samples side by side. (tests/test_pipeline.py writes a real report from two revisions of a real
+pipeline.)"""
 
 from __future__ import annotations
 
@@ -9,13 +10,16 @@ from pathlib import Path
 import pytest
 
 from medtune import report
+from medtune.bootstrap import Bootstrap
 from medtune.errors import ConfigError
 from medtune.report import (
     ExperimentRow,
     MetricChange,
     changed_params,
     compare,
+    headline_intervals,
     headline_metrics,
+    mark_changes,
     paired_samples,
     rank,
     render,
@@ -47,6 +51,63 @@ def test_the_mark_knows_which_way_each_metric_is_better():
     assert MetricChange("ner", "per_type.Disease.f1", 0.5, 0.6).verdict == "better"
     assert MetricChange("simplification", "fkgl_output", 4.0, 6.0).verdict == "worse"
     assert MetricChange("ner", "f1", 0.7, 0.7).verdict == "same"
+
+
+def examples_jsonl(scores: list[float], key: str = "rouge_l") -> list[dict]:
+    """examples.jsonl rows of one revision: the fine-tuned model's per-example statistics."""
+    return [{"id": f"qa-{i}", "finetuned": {key: score}} for i, score in enumerate(scores)]
+
+
+SCORES = [0.2 + 0.6 * ((i * 37) % 100) / 100 for i in range(50)]  # spread 0.2-0.8 over 50 test examples
+
+
+def test_a_tiny_change_is_within_noise_and_a_consistent_one_is_marked():
+    tiny = [s + (0.001 if i % 2 else -0.0009) for i, s in enumerate(SCORES)]  # +0.00005 on average
+    consistent = [s + 0.02 for s in SCORES]
+    changes = compare({"qa": {"rouge_l": 0.5}}, {"qa": {"rouge_l": 0.50005}})
+    examples = {"qa": (examples_jsonl(SCORES), examples_jsonl(tiny))}
+
+    [noise] = mark_changes(changes, examples, {}, Bootstrap(seed=0))
+    [marked] = mark_changes(changes, {"qa": (examples_jsonl(SCORES), examples_jsonl(consistent))}, {}, Bootstrap())
+
+    assert noise.verdict == "within noise" and noise.paired[0] < 0 < noise.paired[1]
+    assert marked.verdict == "better" and marked.paired[0] > 0
+    text = render("main", "exp", [], [noise], [], {}, Path("."))
+    assert "| rouge_l | 0.5 | 0.5 | +5e-05 | +0.0% | [" in text and "| within noise |" in text
+
+
+def test_no_mark_without_a_paired_test():
+    changes = compare({"qa": {"rouge_l": 0.5, "eval_loss": 2.0}}, {"qa": {"rouge_l": 0.6, "eval_loss": 1.5}})
+    other_examples = {"qa": (examples_jsonl(SCORES), examples_jsonl(SCORES[:40]))}
+
+    rows = {c.metric: c for c in mark_changes(changes, other_examples, {}, Bootstrap())}
+
+    assert (rows["rouge_l"].verdict, rows["rouge_l"].unmarked) == ("unmarked", "different test examples")
+    assert (rows["eval_loss"].verdict, rows["eval_loss"].unmarked) == ("unmarked", "no per-example scores")
+    text = render("main", "exp", [], list(rows.values()), [], {}, Path("."))
+    assert "| not marked: different test examples |" in text
+
+
+def test_timings_are_never_marked_and_say_whether_the_hardware_matched():
+    amd = {"cpu": "AMD EPYC", "cpu_flags": ["avx512_bf16"], "cores": 2, "gpu": None, "torch": "2.13.0"}
+    intel = {**amd, "cpu": "Intel Xeon", "cpu_flags": ["avx512_bf16", "amx_bf16"]}
+    changes = compare({"qa": {"ms_per_token": 10.0}}, {"qa": {"ms_per_token": 14.6}})
+
+    [across] = mark_changes(changes, {}, {"qa": (intel, amd)}, Bootstrap())
+    [same] = mark_changes(changes, {}, {"qa": (amd, {**amd, "torch": "2.14.0"})}, Bootstrap())
+    [unknown] = mark_changes(changes, {}, {"qa": (None, amd)}, Bootstrap())
+
+    assert (across.verdict, across.unmarked) == ("unmarked", "different machines")
+    assert same.unmarked == "one timing per revision, not tested"  # library versions differ: same hardware
+    assert unknown.unmarked == "different machines"
+
+
+def test_the_experiment_table_reads_each_metrics_interval():
+    files = {
+        "metrics/ner/eval.json": {"data": {"finetuned": {"f1": 0.7, "interval": {"f1": {"low": 0.6, "high": 0.8}}}}}
+    }
+    assert headline_intervals(files) == {"ner.f1": (0.6, 0.8)}
+    assert report.with_interval(0.7, (0.6, 0.8)) == "0.7 [0.6, 0.8]"
 
 
 def test_change_is_absolute_and_relative_to_the_old_value():
@@ -98,7 +159,7 @@ def test_markdown_report(tmp_path):
     text = render("main", "workspace", [("peft.r", 8, 16)], changes, [figure], samples, tmp_path)
 
     assert "| `peft.r` | 8 | 16 |" in text
-    assert "| perplexity | 10 | 9 | -1 | -10.0% | ✅ better |" in text
+    assert "| perplexity | 10 | 9 | -1 | -10.0% |  | ✅ better |" in text
     assert "![qa_scores](report/qa_scores.png)" in text
     assert "| What is \\| this? | A<br>B | x | y |" in text  # cells cannot break the table
 
@@ -136,7 +197,7 @@ def test_a_report_without_param_changes_says_so():
         "main", "workspace", [], compare({"qa": {"perplexity": 9.0}}, {"qa": {"perplexity": 9.0}}), [], {}, Path(".")
     )
     assert "## Params that changed\n\nNone." in text
-    assert "| perplexity | 9 | 9 | +0 | +0.0% | = same |" in text
+    assert "| perplexity | 9 | 9 | +0 | +0.0% |  | = same |" in text
 
 
 def test_a_failing_dvc_plots_diff_is_a_config_error_with_dvcs_message(tmp_path, monkeypatch):

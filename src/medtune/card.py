@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 
 from medtune.config import train_config
 from medtune.data import split_plan
-from medtune.report import flatten, format_number
+from medtune.report import flatten, format_number, with_interval
 
 DISCLAIMER = (
     "This model is a research and education artefact. It is **not a medical device** and must not be used to "
@@ -148,12 +148,20 @@ def _evaluation(task_name: str, evaluation: dict | None) -> str:
             f"written: see `metrics/{task_name}/eval.json` (for a generative task, the card that "
             f"`dvc repro export@{task_name}` writes next to the GGUF files includes them)."
         )
-    base, tuned = flatten(evaluation.get("base", {})), flatten(evaluation.get("finetuned", {}))
+    base, tuned = (evaluation.get(model, {}) for model in ("base", "finetuned"))
+    intervals = [{k: (v["low"], v["high"]) for k, v in scores.get("interval", {}).items()} for scores in (base, tuned)]
+    base, tuned = (flatten({k: v for k, v in scores.items() if k != "interval"}) for scores in (base, tuned))
     names = sorted(base.keys() | tuned.keys())
-    rows = [f"| {name} | {format_number(base.get(name))} | {format_number(tuned.get(name))} |" for name in names]
+    rows = [
+        f"| {name} | {with_interval(base.get(name), intervals[0].get(name))} "
+        f"| {with_interval(tuned.get(name), intervals[1].get(name))} |"
+        for name in names
+    ]
+    confidence = evaluation.get("bootstrap", {}).get("confidence")
     return "\n".join(
         [
-            "On the held-out test split (`eval.json`), the base model against this model:",
+            "On the held-out test split (`eval.json`), the base model against this model"
+            + (f" (in brackets: {confidence:.0%} bootstrap intervals over the test examples):" if confidence else ":"),
             "",
             "| metric | base | fine-tuned |",
             "|---|---|---|",

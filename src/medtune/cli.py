@@ -162,7 +162,7 @@ def _exp_table(metric: str) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from medtune.report import experiment_rows, format_number, rank, varying_params
+    from medtune.report import experiment_rows, rank, varying_params, with_interval
 
     rows = experiment_rows()
     task = metric.split(".", 1)[0]
@@ -173,12 +173,13 @@ def _exp_table(metric: str) -> None:
     params = varying_params(rows)
     top_level = {m for r in rows for m in r.metrics if m.startswith(f"{task}.") and m.count(".") == 1}
     metrics = [metric] + sorted(top_level - {metric})
-    table = Table(title=f"experiments ranked by {metric}, best first")
+    table = Table(title=f"experiments ranked by {metric}, best first (metrics with their bootstrap interval)")
     table.add_column("experiment")
     for column in [*params, *metrics]:
         table.add_column(column, justify="right")
     for r in ranked:
-        values = [str(r.params.get(p, "—")) for p in params] + [format_number(r.metrics.get(m)) for m in metrics]
+        values = [str(r.params.get(p, "—")) for p in params]
+        values += [with_interval(r.metrics.get(m), r.intervals.get(m)) for m in metrics]
         table.add_row(r.name, *values)
     Console(width=None if sys.stdout.isatty() else 240).print(table)  # a pipe or CI log gets the whole table
 

@@ -167,6 +167,11 @@ class TaskConfig:
 class EvalConfig:
     batch_size: int = 16
     max_examples: int | None = None
+    bootstrap_samples: int = 1000  # resamples of the test examples for each metric's interval; 0: no intervals
+    confidence: float = 0.95  # of the intervals, and of the report's paired comparisons
+    near_copy_distance: float = (
+        0.1  # near_copy_rate: outputs within this word edit distance (over length) of the source
+    )
 
 
 @dataclass
@@ -306,6 +311,15 @@ def _check_counts(cfg: DictConfig) -> None:
     for key, value in limits.items():
         if value is not None and value < 1:
             raise ConfigError(key, f"must be 1 or more (or null for all), not {value}")
+    if cfg.eval.bootstrap_samples < 0:
+        samples = cfg.eval.bootstrap_samples
+        raise ConfigError("eval.bootstrap_samples", f"must be 0 (no intervals) or more, not {samples}")
+    if not 0 <= cfg.eval.near_copy_distance < 1:
+        raise ConfigError(
+            "eval.near_copy_distance", f"must be 0 or more and below 1, not {cfg.eval.near_copy_distance:g}"
+        )
+    if not 0 < cfg.eval.confidence < 1:
+        raise ConfigError("eval.confidence", f"must be above 0 and below 1 (0.95: 95%), not {cfg.eval.confidence:g}")
 
 
 def _check_raw(raw: Any, schema: DictConfig | ListConfig | None, source: str, key: str = "") -> None:

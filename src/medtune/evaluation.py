@@ -1,20 +1,25 @@
 """Base vs fine-tuned evaluation on a task's test split, one function per kind of model head.
 
-Each returns `(results, samples, plots, speed)`: results is `{"base": {...}, "finetuned": {...}}` for eval.json,
-samples are side-by-side rows for samples.jsonl, plots maps a CSV file name to its rows, and speed holds the
-wall-clock measurements for eval_resources.json (apart, so that eval.json reproduces byte for byte).
+Each returns an `Evaluation`: results `{"base": {...}, "finetuned": {...}}` for eval.json, each metric with its
+bootstrap interval over the test examples (`interval`); per-example statistics for examples.jsonl (what the
+intervals and the report's paired comparison resample, medtune.bootstrap); side-by-side samples for samples.jsonl;
+plots (a CSV file name -> its rows); and speed, the wall-clock measurements for eval_resources.json (apart, so
+that eval.json reproduces byte for byte).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from medtune.generation import generate, perplexity, predict_tags
+from medtune.bootstrap import Bootstrap, finish, statistic
+from medtune.generation import example_nll, generate, predict_tags
 from medtune.judge import judge_simplifications
-from medtune.metrics import score_texts, seqeval_scores, tag_confusion
+from medtune.metrics import direction, entity_statistics, seqeval_scores, tag_confusion, text_statistics
 from medtune.modeling import device, load_causal_lm, load_token_classifier
 from medtune.tasks import render_record_prompt
 
@@ -22,21 +27,36 @@ log = logging.getLogger(__name__)
 Models = dict[str, Path]  # {"base": models/base/<model>, "finetuned": models/merged/<task>}
 
 
+@dataclass
+class Evaluation:
+    results: dict  # eval.json
+    examples: list[dict]  # examples.jsonl: {"id", "base": {statistics key: value}, "finetuned": {...}}
+    samples: list[dict]  # samples.jsonl
+    plots: dict[str, list[dict]]  # CSV file name -> rows
+    speed: dict  # eval_resources.json
+
+
 def evaluate_generation(
-    task: Any, records: list[dict], examples: list[dict], tokenizer: Any, models: Models, eval_cfg: Any, judge: Any
-) -> tuple[dict, list[dict], dict, dict]:
+    task: Any, records: list[dict], examples: list[dict], tokenizer: Any, models: Models, eval_cfg: Any, seed: int,
+    judge: Any,
+) -> Evaluation:  # fmt: skip
     """Perplexity of the references, greedy generations scored by the task's metrics, optional judge."""
     prompts = [render_record_prompt(tokenizer, r, task.system, task.prompt_template) for r in records]
     sources, references = [r["prompt"] for r in records], [r["response"] for r in records]
-    results, outputs, speed = {}, {}, {}
+    ids = [r["id"] for r in records]
+    results, statistics, outputs, speed = {}, {}, {}, {}
     for name, model_dir in models.items():
         log.info("Evaluating the %s model (%s) on %d test examples", name, model_dir, len(records))
         model = load_causal_lm(model_dir)
         gens = generate(model, tokenizer, prompts, task.generation.max_new_tokens, eval_cfg.batch_size)
         outputs[name], speed[name] = gens.texts, {"ms_per_token": round(gens.ms_per_token, 2)}
+        nll = example_nll(model, examples, eval_cfg.batch_size, tokenizer.pad_token_id)
+        statistics[name] = {
+            "perplexity": _per_record(ids, [e["id"] for e in examples], nll),
+            **text_statistics(task.metrics, sources, gens.texts, references, eval_cfg.near_copy_distance),
+        }
         results[name] = {
-            "perplexity": perplexity(model, examples, eval_cfg.batch_size, tokenizer.pad_token_id),
-            **score_texts(task.metrics, sources, gens.texts, references),
+            **_scores(statistics[name]),
             "generated_tokens": gens.new_tokens,
             "examples": len(records),
         }
@@ -47,16 +67,16 @@ def evaluate_generation(
         {"id": r["id"], "source": r["prompt"], "reference": r["response"], "base": b, "finetuned": f}
         for r, b, f in zip(records, outputs["base"], outputs["finetuned"], strict=True)
     ]
-    return results, samples, {"scores.csv": _score_rows(results)}, speed
+    return _with_intervals(results, statistics, ids, eval_cfg, seed, samples, {}, speed)
 
 
 def evaluate_tagging(
     task: Any, records: list[dict], examples: list[dict], models: Models, eval_cfg: Any, seed: int
-) -> tuple[dict, list[dict], dict, dict]:
+) -> Evaluation:
     """seqeval entity scores (strict IOB2) of the fine-tuned tagger and of the base model with an untrained head
     (the floor), plus the fine-tuned model's tag confusion counts."""
     gold = [r["tags"] for r in records]
-    results, predicted, speed = {}, {}, {}
+    results, statistics, predicted, speed = {}, {}, {}, {}
     for name, model_dir in models.items():
         log.info("Tagging %d test sentences with the %s model (%s)", len(records), name, model_dir)
         model = load_token_classifier(model_dir, list(task.labels), seed).to(device()).eval()
@@ -66,6 +86,7 @@ def evaluate_tagging(
         )
         speed[name] = {"ms_per_sentence": round(1000 * (time.perf_counter() - start) / max(len(records), 1), 2)}
         results[name] = {**seqeval_scores(gold, predicted[name]), "sentences": len(records)}
+        statistics[name] = entity_statistics(gold, predicted[name])
         log.info(
             "%s: precision %.3f recall %.3f f1 %.3f", name, *(results[name][k] for k in ("precision", "recall", "f1"))
         )
@@ -73,8 +94,57 @@ def evaluate_tagging(
         {"id": r["id"], "tokens": r["tokens"], "reference": r["tags"], "base": b, "finetuned": f}
         for r, b, f in zip(records, predicted["base"], predicted["finetuned"], strict=True)
     ]
-    plots = {"scores.csv": _score_rows(results), "confusion.csv": tag_confusion(gold, predicted["finetuned"])}
-    return results, samples, plots, speed
+    plots = {"confusion.csv": tag_confusion(gold, predicted["finetuned"])}
+    return _with_intervals(results, statistics, [r["id"] for r in records], eval_cfg, seed, samples, plots, speed)
+
+
+def _with_intervals(
+    results: dict, statistics: dict, ids: list[str], eval_cfg: Any, seed: int, samples: list[dict], plots: dict,
+    speed: dict,
+) -> Evaluation:  # fmt: skip
+    """The Evaluation, each headline metric of each model given its bootstrap interval (`eval.bootstrap_samples`
+    resamples of the test examples, seeded; none when 0), and the per-example statistics in examples.jsonl rows."""
+    bootstrap = Bootstrap(eval_cfg.bootstrap_samples, eval_cfg.confidence, seed)
+    for name, scores in results.items():
+        if bootstrap.samples and ids:
+            scores["interval"] = {
+                metric: dict(zip(("low", "high"), bootstrap.interval(metric, statistics[name][key]), strict=True))
+                for metric, key in _interval_metrics(scores, statistics[name])
+            }
+    results["bootstrap"] = {"samples": bootstrap.samples, "confidence": bootstrap.confidence, "seed": seed}
+    examples = [
+        {"id": id_, **{name: {key: rows[i] for key, rows in sorted(statistics[name].items())} for name in statistics}}
+        for i, id_ in enumerate(ids)
+    ]
+    plots = {"scores.csv": _score_rows({k: v for k, v in results.items() if k in statistics}), **plots}
+    return Evaluation(results, examples, samples, plots, speed)
+
+
+def _scores(statistics: dict) -> dict:
+    """Each metric of the whole test set; a share of nothing (no quantities in any source) is left out, said."""
+    scores = {metric: finish(metric, rows) for metric, rows in statistics.items()}
+    for metric in [m for m, value in scores.items() if math.isnan(value)]:
+        log.info("%s: nothing to count in these test examples, not scored", metric)
+        del scores[metric]
+    return scores
+
+
+def _interval_metrics(scores: dict, statistics: dict) -> list[tuple[str, str]]:
+    """`(metric, statistics key)` of each headline metric with per-example statistics: the text metrics and
+    perplexity, or entity precision / recall / F1 and each type's F1."""
+    metrics = [m for m in scores if isinstance(scores[m], float) and direction(m) is not None]
+    metrics += [f"per_type.{kind}.f1" for kind in scores.get("per_type", {})]
+    pairs = [(m, statistic(m)[0]) for m in metrics]
+    return [(m, key) for m, key in pairs if key in statistics]
+
+
+def _per_record(record_ids: list[str], example_ids: list[str], rows: list[list[float]]) -> list[list[float]]:
+    """Per-example statistics summed per record, in record order (a record whose example was dropped at
+    tokenization counts `[0, 0]`)."""
+    summed: dict[str, list[float]] = {}
+    for id_, row in zip(example_ids, rows, strict=True):
+        summed[id_] = [a + b for a, b in zip(summed.get(id_, [0.0] * len(row)), row, strict=True)]
+    return [summed.get(id_, [0.0, 0]) for id_ in record_ids]
 
 
 def _score_rows(results: dict) -> list[dict]:

@@ -81,18 +81,28 @@ def response_nll(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tens
 
 
 @torch.no_grad()
-def perplexity(model: Any, examples: list[dict], batch_size: int, pad_token_id: int) -> float:
-    """exp(mean negative log-likelihood per labelled token) over pre-tokenized `{"input_ids", "labels"}` examples.
-    The LM head runs only at the positions that predict a labelled token (`logits_to_keep`), as in training:
-    SmolLM2's 49k-word logits over every prompt position took half of the evaluate stage's scoring time."""
-    total_nll, total_tokens = 0.0, 0
+def example_nll(model: Any, examples: list[dict], batch_size: int, pad_token_id: int) -> list[list[float]]:
+    """`[summed negative log-likelihood, labelled tokens]` of each pre-tokenized `{"input_ids", "labels"}` example:
+    perplexity's per-example statistics (medtune.bootstrap). The LM head runs only at the positions that predict a
+    labelled token (`logits_to_keep`), as in training: SmolLM2's 49k-word logits over every prompt position took half
+    of the evaluate stage's scoring time."""
+    rows = []
     for b in tqdm(range(0, len(examples), batch_size), desc="perplexity", unit="batch"):
         ids, mask, labels = (t.to(model.device) for t in _right_padded(examples[b : b + batch_size], pad_token_id))
-        logits = model(input_ids=ids, attention_mask=mask, logits_to_keep=target_positions(labels)).logits
-        nll, count = response_nll(logits, labels)
-        total_nll += nll.item()
-        total_tokens += int(count)
-    return math.exp(total_nll / total_tokens)
+        positions = target_positions(labels)
+        logits = model(input_ids=ids, attention_mask=mask, logits_to_keep=positions).logits
+        targets = labels[:, 1:][:, positions]
+        nll = torch.nn.functional.cross_entropy(
+            logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE_INDEX, reduction="none"
+        ).view_as(targets)
+        rows += [[n, c] for n, c in zip(nll.sum(1).tolist(), (targets != IGNORE_INDEX).sum(1).tolist(), strict=True)]
+    return rows
+
+
+def perplexity(model: Any, examples: list[dict], batch_size: int, pad_token_id: int) -> float:
+    """exp(mean negative log-likelihood per labelled token) over the examples."""
+    rows = example_nll(model, examples, batch_size, pad_token_id)
+    return math.exp(sum(n for n, _ in rows) / sum(c for _, c in rows))
 
 
 @torch.no_grad()

@@ -3,8 +3,12 @@
 `medtune report --against main` writes metrics/report.md:
 - the params that changed (what `dvc params diff` shows);
 - per task, the fine-tuned model's headline metrics in both revisions, with the absolute and relative change and a
-  better/worse mark that knows each metric's direction (`medtune.metrics.DIRECTION`: lower perplexity is better,
-  higher F1 is better); a metric present in only one revision says so;
+  mark that knows each metric's direction (`medtune.metrics.DIRECTION`: lower perplexity is better, higher F1 is
+  better). "better" / "worse" only when the change is significant: a paired bootstrap over the test examples both
+  revisions scored (metrics/<task>/examples.jsonl, medtune.bootstrap) puts the interval of the change away from 0;
+  otherwise "within noise". No mark where no such test is possible: different test examples, a metric without
+  per-example scores (validation loss), timings (one measurement each; the report says whether both were made on
+  the same hardware, medtune.machine). A metric present in only one revision says so;
 - the review plots of dvc.yaml as PNG (metrics/report/*.png), so the report shows them without a browser;
 - three test examples per generative task with both revisions' outputs.
 
@@ -18,16 +22,21 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from medtune.bootstrap import Bootstrap, statistic
 from medtune.errors import ConfigError
 from medtune.io import atomic_write_text
+from medtune.machine import same_hardware
 from medtune.metrics import direction
 
 SAMPLES_PER_TASK = 3
 MAX_CELL_CHARS = 400
+# eval_resources.json: one wall-clock measurement per revision, which the load of the machine moves (+77% between two
+# runs of the same code in one test session), so never marked; shown side by side, saying whether the hardware matched
+TIMINGS = ("ms_per_token", "ms_per_sentence")
 
 
 @dataclass
@@ -36,6 +45,8 @@ class MetricChange:
     metric: str
     old: float | None
     new: float | None
+    paired: tuple[float, float] | None = None  # the interval of the change (paired bootstrap), when one was run
+    unmarked: str = ""  # why the change gets no better / worse mark, e.g. "different test examples"
 
     @property
     def delta(self) -> float | None:
@@ -47,7 +58,8 @@ class MetricChange:
 
     @property
     def verdict(self) -> str:
-        """better / worse / same, or which revision lacks the metric; empty for a metric without direction."""
+        """better / worse (significant, or a timing on the same hardware), within noise, same, unmarked, or which
+        revision lacks the metric; empty for a metric without direction."""
         if self.old is None:
             return "new"
         if self.new is None:
@@ -57,6 +69,10 @@ class MetricChange:
             return "same"
         if sign is None:
             return ""
+        if self.unmarked:
+            return "unmarked"
+        if self.paired is not None and self.paired[0] <= 0 <= self.paired[1]:
+            return "within noise"
         return "better" if self.delta * sign > 0 else "worse"
 
 
@@ -83,12 +99,50 @@ def headline_metrics(metric_files: dict[str, Any]) -> dict[str, dict[str, float]
 
 
 def compare(old: dict[str, dict[str, float]], new: dict[str, dict[str, float]]) -> list[MetricChange]:
-    """One row per task and metric found in either revision, in a stable order."""
+    """One row per task and metric found in either revision, in a stable order, without significance yet."""
     rows = []
     for task in sorted(old.keys() | new.keys()):
         a, b = old.get(task, {}), new.get(task, {})
         rows += [MetricChange(task, m, a.get(m), b.get(m)) for m in sorted(a.keys() | b.keys())]
     return rows
+
+
+def mark_changes(
+    changes: list[MetricChange],
+    examples: dict[str, tuple[list[dict], list[dict]]],
+    hardware: dict[str, tuple[dict | None, dict | None]],
+    bootstrap: Bootstrap,
+) -> list[MetricChange]:
+    """Each change with its paired bootstrap interval, or the reason it gets no mark. `examples` holds per task the
+    examples.jsonl rows of both revisions, `hardware` the machines their timings were made on."""
+    tested = []
+    for c in changes:
+        if not c.delta or direction(c.metric) is None:  # missing on one side, the same, or without direction
+            tested.append(c)
+        elif c.metric in TIMINGS:
+            same = same_hardware(*hardware.get(c.task, (None, None)))
+            why = "one timing per revision, not tested" if same else "different machines"
+            tested.append(MetricChange(c.task, c.metric, c.old, c.new, unmarked=why))
+        else:
+            old, new = examples.get(c.task, ([], []))
+            tested.append(_paired(c, old, new, bootstrap))
+    return tested
+
+
+def _paired(change: MetricChange, old: list[dict], new: list[dict], bootstrap: Bootstrap) -> MetricChange:
+    """The change tested on the fine-tuned model's statistics of the test examples both revisions scored."""
+    key, _ = statistic(change.metric)
+    stats = [{row["id"]: row.get("finetuned", {}).get(key) for row in rows} for rows in (old, new)]
+    why = ""
+    if not old or not new or any(None in s.values() for s in stats) or not all(stats):
+        why = "no per-example scores"
+    elif stats[0].keys() != stats[1].keys():
+        why = "different test examples"
+    if why:
+        return MetricChange(change.task, change.metric, change.old, change.new, unmarked=why)
+    ids = sorted(stats[0])
+    _, low, high = bootstrap.paired_difference(change.metric, [stats[0][i] for i in ids], [stats[1][i] for i in ids])
+    return MetricChange(change.task, change.metric, change.old, change.new, paired=(low, high))
 
 
 def changed_params(diff: dict[str, dict[str, dict]]) -> list[tuple[str, Any, Any]]:
@@ -116,6 +170,7 @@ def render(
     figures: list[Path],
     samples: dict[str, list[dict]],
     out_dir: Path,
+    confidence: float = 0.95,
 ) -> str:
     """The report as Markdown (GitHub flavour); figure links are relative to `out_dir`."""
     lines = [f"# medtune report: `{new_label}` against `{old_label}`", ""]
@@ -126,20 +181,28 @@ def render(
     else:
         lines.append("None.")
     lines += ["", "## Metrics of the fine-tuned models", ""]
+    lines += [
+        f"✅ / ❌: the change is significant at {confidence:.0%} (paired bootstrap over the test examples both "
+        "revisions scored; the interval of the change is shown). *within noise*: it is not. Timings are one "
+        "measurement per revision and are not marked.",
+        "",
+    ]
     marks = {"better": "✅ better", "worse": "❌ worse", "same": "= same", "new": f"only in {new_label}"}
-    marks["gone"] = f"only in {old_label}"
+    marks |= {"gone": f"only in {old_label}", "within noise": "within noise"}
     for task in dict.fromkeys(c.task for c in changes):
         verdicts = {c.verdict for c in changes if c.task == task}
         if verdicts in ({"new"}, {"gone"}):  # the task ran in one revision only (e.g. -S 'tasks=[ner]')
             lines += [f"### {task}", "", f"Not run in `{old_label if verdicts == {'new'} else new_label}`.", ""]
             continue
-        lines += [f"### {task}", "", f"| metric | {old_label} | {new_label} | change | change % | |"]
-        lines.append("|---|---:|---:|---:|---:|---|")
+        lines += [f"### {task}", "", f"| metric | {old_label} | {new_label} | change | change % | interval | |"]
+        lines.append("|---|---:|---:|---:|---:|---:|---|")
         for c in (c for c in changes if c.task == task):
             rel = "" if c.relative is None else f"{100 * c.relative:+.1f}%"
             delta = "" if c.delta is None else f"{c.delta:+.4g}"
+            interval = "" if c.paired is None else f"[{c.paired[0]:+.3g}, {c.paired[1]:+.3g}]"
+            mark = f"not marked: {c.unmarked}" if c.verdict == "unmarked" else marks.get(c.verdict, "")
             old, new = format_number(c.old), format_number(c.new)
-            lines.append(f"| {c.metric} | {old} | {new} | {delta} | {rel} | {marks.get(c.verdict, '')} |")
+            lines.append(f"| {c.metric} | {old} | {new} | {delta} | {rel} | {interval} | {mark} |")
         lines.append("")
     if figures:
         lines += ["## Figures", ""]
@@ -182,20 +245,39 @@ def write_report(against: str, rev: str | None = None, out: Path = Path("metrics
     revs = [against] if rev is None else [against, rev]
     shown = repo.metrics.show(revs=revs)
     new_key = "workspace" if rev is None else rev
-    metrics = {r: headline_metrics(shown[r].get("data", {})) for r in (against, new_key)}
+    files = {r: shown[r].get("data", {}) for r in (against, new_key)}
+    metrics = {r: headline_metrics(files[r]) for r in (against, new_key)}
     params = changed_params(repo.params.diff(a_rev=against, b_rev=rev).get("diff", {}))
     figure_dir = out.with_suffix("")
     figures = render_figures(against, rev, figure_dir)
-    samples = {}
+    samples, examples, hardware = {}, {}, {}
     for task in sorted(metrics[against].keys() & metrics[new_key].keys()):
         path = f"metrics/{task}/samples.jsonl"
         pairs = paired_samples(_read_jsonl_at(repo, path, against), _read_jsonl_at(repo, path, rev))
         if pairs:
             samples[task] = pairs
+        path = f"metrics/{task}/examples.jsonl"
+        examples[task] = (_read_jsonl_at(repo, path, against), _read_jsonl_at(repo, path, rev))
+        path = f"metrics/{task}/eval_machine.json"
+        hardware[task] = tuple(
+            json.loads(text) if text else None for text in (_read_at(repo, path, r) for r in (against, rev))
+        )
+    bootstrap = bootstrap_settings(files[new_key])
+    changes = mark_changes(compare(metrics[against], metrics[new_key]), examples, hardware, bootstrap)
     label = rev or "workspace"
-    markdown = render(against, label, params, compare(metrics[against], metrics[new_key]), figures, samples, out.parent)
+    markdown = render(against, label, params, changes, figures, samples, out.parent, bootstrap.confidence)
     atomic_write_text(out, markdown + "\n")
     return out
+
+
+def bootstrap_settings(metric_files: dict[str, Any]) -> Bootstrap:
+    """The bootstrap the revision's evaluations ran (eval.json `bootstrap`: samples, confidence, seed), for the
+    paired comparison; medtune's defaults when none recorded one."""
+    for path, content in sorted(metric_files.items()):
+        if path.endswith("/eval.json") and "bootstrap" in content.get("data", {}):
+            settings = content["data"]["bootstrap"]
+            return Bootstrap(settings["samples"] or Bootstrap.samples, settings["confidence"], settings["seed"])
+    return Bootstrap()
 
 
 def render_figures(against: str, rev: str | None, out_dir: Path) -> list[Path]:
@@ -233,16 +315,21 @@ def _plots_diff(against: str, rev: str | None) -> dict[str, Any]:
 
 def _read_jsonl_at(repo: Any, path: str, rev: str | None) -> list[dict]:
     """A JSONL file as it is in revision `rev` (None: the workspace); empty if it does not exist there."""
+    text = _read_at(repo, path, rev) or ""
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def _read_at(repo: Any, path: str, rev: str | None) -> str | None:
+    """A file's text as it is in revision `rev` (None: the workspace); None if it does not exist there."""
     import dvc.api
     from dvc.exceptions import PathMissingError
 
     try:
-        text = (
+        return (
             Path(path).read_text(encoding="utf-8") if rev is None else dvc.api.read(path, repo=repo.root_dir, rev=rev)
         )
     except (FileNotFoundError, PathMissingError):
-        return []
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
+        return None
 
 
 def _is_headline(name: str, value: Any) -> bool:
@@ -279,6 +366,25 @@ class ExperimentRow:
     name: str
     params: dict[str, Any]
     metrics: dict[str, float]
+    intervals: dict[str, tuple[float, float]] = field(default_factory=dict)  # `<task>.<metric>` -> eval.json's
+
+
+def headline_intervals(metric_files: dict[str, Any]) -> dict[str, tuple[float, float]]:
+    """`{<task>.<metric>: (low, high)}`: the fine-tuned model's intervals in each metrics/<task>/eval.json."""
+    found = {}
+    for path, content in metric_files.items():
+        parts = Path(path).parts
+        if len(parts) == 3 and parts[0] == "metrics" and parts[2] == "eval.json" and "data" in content:
+            for metric, bounds in content["data"].get("finetuned", {}).get("interval", {}).items():
+                found[f"{parts[1]}.{metric}"] = (bounds["low"], bounds["high"])
+    return found
+
+
+def with_interval(value: float | None, interval: tuple[float, float] | None) -> str:
+    """`0.745 [0.701, 0.788]`: a metric and its interval, as tables show them."""
+    if value is None or interval is None:
+        return format_number(value)
+    return f"{format_number(value)} [{format_number(interval[0])}, {format_number(interval[1])}]"
 
 
 def experiment_rows() -> list[ExperimentRow]:
@@ -295,7 +401,7 @@ def experiment_rows() -> list[ExperimentRow]:
         metrics = {f"{t}.{m}": v for t, values in headline_metrics(shown).items() for m, v in values.items()}
         params = repo.params.show(revs=[rev])[rev].get("data", {}).get("params.yaml", {}).get("data", {})
         run_tasks = ",".join(params.get("tasks", {}))  # one column for which tasks ran (-S 'tasks=[ner]')
-        rows.append(ExperimentRow(rev, {"tasks": run_tasks, **flatten(params)}, metrics))
+        rows.append(ExperimentRow(rev, {"tasks": run_tasks, **flatten(params)}, metrics, headline_intervals(shown)))
     return rows
 
 

@@ -36,11 +36,13 @@ import os
 import random
 import resource
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import TrainerCallback
+from transformers import Trainer, TrainerCallback
+from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from medtune import checkpoints
 from medtune.config import quantization_of
@@ -249,6 +251,38 @@ def completion_loss(outputs: Any, labels: torch.Tensor, num_items_in_batch: Any 
     return loss / (num_items_in_batch if num_items_in_batch is not None else count.clamp(min=1))
 
 
+class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
+    """transformers' length-grouped order, drawn for each epoch from a generator seeded with (seed, epoch).
+
+    transformers' own sampler draws each epoch's order from the global RNG, and a run resumed in the middle of an
+    epoch restores that RNG only after the epoch's order was drawn: resumed after the first epoch, it trained on
+    other batches than the run it resumed (tests/test_faults.py kills a run in its second epoch). Accelerate calls
+    `set_epoch` at the start of every epoch, so here the order of epoch e is the same in every run."""
+
+    def __init__(self, batch_size: int, lengths: list[int], seed: int) -> None:
+        super().__init__(batch_size, lengths=lengths)
+        self.seed, self.epoch = seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        self.generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        return super().__iter__()
+
+
+class EpochSeededTrainer(Trainer):
+    """transformers' Trainer with EpochSeededLengthGroupedSampler for `train.group_by_length` (the random order of
+    `group_by_length: false` is already seeded per epoch by accelerate)."""
+
+    def _get_train_sampler(self, train_dataset: Any = None) -> Any:
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        if self.args.train_sampling_strategy != "group_by_length":
+            return super()._get_train_sampler(train_dataset)
+        batch = self.args.train_batch_size * self.args.gradient_accumulation_steps
+        return EpochSeededLengthGroupedSampler(batch, [len(e["input_ids"]) for e in dataset], self.args.seed)
+
+
 class LogLastStep(TrainerCallback):
     """Log the training loss at the last step too, so its curve always exists (a short run, such as
     `train.max_steps=2` with `logging_steps=5`, would otherwise write none and DVC would miss the plot).
@@ -355,7 +389,7 @@ def train_adapter(
     Returns the results (losses, steps, parameter counts: a pure function of the inputs) and the resources
     (wall-clock time, tokens/s, memory: different on every run), kept apart so the results reproduce byte for byte.
     """
-    from transformers import Trainer, TrainingArguments, set_seed
+    from transformers import TrainingArguments, set_seed
 
     validation = validation_sample(eval_examples, train.eval_max_examples, seed)
     if len(validation) < len(eval_examples):
@@ -376,7 +410,7 @@ def train_adapter(
         own_callbacks.append(checkpoints.RecordCheckpoints(checkpoint_dir, run))
     processes = int(os.environ.get("WORLD_SIZE", "1"))  # set by `accelerate launch`: each process takes its batches
     epoch_steps = steps_per_epoch(len(train_examples), train.batch_size, train.grad_accum, processes)
-    trainer = Trainer(
+    trainer = EpochSeededTrainer(
         model=model,
         args=TrainingArguments(**training_args(train, seed, checkpoint_dir or work_dir, epoch_steps)),
         train_dataset=[{"input_ids": e["input_ids"], "labels": e["labels"]} for e in train_examples],

@@ -17,3 +17,22 @@ def test_the_card_lists_the_training_settings_the_task_trained_with():
     assert f"| `train.epochs` | {params.train.epochs} |" in qa and f"| `train.lr` | {params.train.lr} |" in qa
     assert "| eval_loss | 0.39 |" in ner and "| ppl | 15 | 9.2 |" in qa
     assert DISCLAIMER in ner and DISCLAIMER in qa
+
+
+def test_the_card_shows_each_metric_with_its_interval():
+    params = load_params(ROOT / "params.yaml")
+    evaluation = {
+        "base": {"f1": 0.06, "interval": {"f1": {"low": 0.03, "high": 0.1}}},
+        "finetuned": {"f1": 0.74, "interval": {"f1": {"low": 0.63, "high": 0.86}}},
+        "bootstrap": {"samples": 1000, "confidence": 0.95, "seed": 42},
+    }
+    card = model_card("ner", params, {}, evaluation=evaluation)
+    assert "| f1 | 0.06 [0.03, 0.1] | 0.74 [0.63, 0.86] |" in card
+    assert "95% bootstrap intervals" in card and "interval.f1" not in card
+
+
+def test_a_hub_datasets_card_names_it_as_logs_and_stats_do():
+    params = load_params(ROOT / "params.yaml")
+    params.tasks.ner.data.merge_with({"source": "hub", "hub_id": "ncbi/ncbi_disease", "revision": None})
+    card = model_card("ner", params, {}, evaluation=None, data_origin={"commit": "abc123"})
+    assert "- source: `ncbi/ncbi_disease@main` (Hugging Face hub), commit `abc123`" in card

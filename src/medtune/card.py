@@ -12,7 +12,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from medtune.config import train_config
-from medtune.data import split_plan
+from medtune.data import source_name, split_plan
 from medtune.report import flatten, format_number, with_interval
 
 DISCLAIMER = (
@@ -102,7 +102,7 @@ def _data(task: Any, origin: dict | None) -> str:
     """Where the training data came from: `origin` is what prepare recorded (tokenize's stats.json `data`), or None
     where it is not at hand, and the card says only what the config says."""
     data = task.data
-    where = f"`{data.path}`" if data.source == "local" else f"`{data.hub_id}` @ `{data.revision}` (Hugging Face hub)"
+    where = f"`{source_name(data)}`" + ("" if data.source == "local" else " (Hugging Face hub)")
     if origin and origin.get("commit"):
         where += f", commit `{origin['commit']}`"
     provenance = data.provenance or "not stated (set `data.provenance` in the task config)"

@@ -18,6 +18,12 @@ from medtune.io import write_jsonl
 from medtune.modeling import build_base_model
 from medtune.scope import ScopeClassifier, ScopeGuard, embed, load_embedder, read_scope_questions
 
+# pytest runs one worker per core (pyproject's addopts): each worker, and every stage or command it starts, then uses
+# one thread, so that two workers do not make torch's thread pools fight over the same two cores
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+
 ROOT = Path(__file__).resolve().parents[1]
 # the train stage on the `project` fixture's data; then base dir, adapter, metrics and checkpoint folders
 TRAIN_STAGE = [sys.executable, "-m", "stages.train", "qa", "data/tokenized/qa"]

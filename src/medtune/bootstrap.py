@@ -94,8 +94,10 @@ def statistic(metric: str) -> tuple[str, Finish]:
 
 def finish(metric: str, rows: list) -> float:
     """The metric of a whole test set from its examples' statistics (`rows`: one number or list per example)."""
-    _, done = statistic(metric)
-    stats = _matrix(rows)
+    return _whole(statistic(metric)[1], _matrix(rows))
+
+
+def _whole(done: Finish, stats: np.ndarray) -> float:
     return float(done(stats.sum(axis=0, keepdims=True), len(stats))[0])
 
 
@@ -126,8 +128,7 @@ class Bootstrap:
         _, done = statistic(metric)
         counts = resample_counts(len(a), self.samples, self.seed)
         deltas = done(counts @ b, len(b)) - done(counts @ a, len(a))
-        whole = done(b.sum(axis=0, keepdims=True), len(b))[0] - done(a.sum(axis=0, keepdims=True), len(a))[0]
-        return (float(whole), *self._percentiles(deltas))
+        return (_whole(done, b) - _whole(done, a), *self._percentiles(deltas))
 
     def _percentiles(self, values: np.ndarray) -> tuple[float, float]:
         tail = 100 * (1 - self.confidence) / 2

@@ -87,16 +87,13 @@ def quantities(text: str) -> list[Quantity]:
     found, taken = [], []
     for unit, pattern in _PATTERNS:
         for match in pattern.finditer(text):
-            if any(match.start() < end and start < match.end() for start, end in taken):
-                continue
-            quantity = _quantity(match, unit)
-            if quantity is not None:
-                found.append((match.start(), quantity))
+            if not any(match.start() < end and start < match.end() for start, end in taken):
+                found.append((match.start(), _quantity(match, unit)))
                 taken.append(match.span())
     return [q for _, q in sorted(found, key=lambda pair: pair[0])]
 
 
-def _quantity(match: re.Match, unit: str) -> Quantity | None:
+def _quantity(match: re.Match, unit: str) -> Quantity:
     groups = match.groupdict()
     if groups.get("latin"):
         return Quantity((float(LATIN_FREQUENCIES[groups["latin"].lower()]),), "per day")

@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -121,8 +121,7 @@ def mark_changes(
             tested.append(c)
         elif c.metric in TIMINGS:
             same = same_hardware(*hardware.get(c.task, (None, None)))
-            why = "one timing per revision, not tested" if same else "different machines"
-            tested.append(MetricChange(c.task, c.metric, c.old, c.new, unmarked=why))
+            tested.append(replace(c, unmarked="one timing per revision, not tested" if same else "different machines"))
         else:
             old, new = examples.get(c.task, ([], []))
             tested.append(_paired(c, old, new, bootstrap))
@@ -133,16 +132,13 @@ def _paired(change: MetricChange, old: list[dict], new: list[dict], bootstrap: B
     """The change tested on the fine-tuned model's statistics of the test examples both revisions scored."""
     key, _ = statistic(change.metric)
     stats = [{row["id"]: row.get("finetuned", {}).get(key) for row in rows} for rows in (old, new)]
-    why = ""
-    if not old or not new or any(None in s.values() for s in stats) or not all(stats):
-        why = "no per-example scores"
-    elif stats[0].keys() != stats[1].keys():
-        why = "different test examples"
-    if why:
-        return MetricChange(change.task, change.metric, change.old, change.new, unmarked=why)
+    if not all(stats) or any(None in s.values() for s in stats):
+        return replace(change, unmarked="no per-example scores")
+    if stats[0].keys() != stats[1].keys():
+        return replace(change, unmarked="different test examples")
     ids = sorted(stats[0])
     _, low, high = bootstrap.paired_difference(change.metric, [stats[0][i] for i in ids], [stats[1][i] for i in ids])
-    return MetricChange(change.task, change.metric, change.old, change.new, paired=(low, high))
+    return replace(change, paired=(low, high))
 
 
 def changed_params(diff: dict[str, dict[str, dict]]) -> list[tuple[str, Any, Any]]:

@@ -20,16 +20,17 @@ import tempfile
 from pathlib import Path
 
 import torch
-from omegaconf import OmegaConf
 from rich.console import Console
 from rich.table import Table
 
 from medtune import data
-from medtune.config import WeightsConfig, load_params, task_config
+from medtune.config import WeightsConfig, conf_section, load_params, task_config
 from medtune.generation import generate
 from medtune.io import read_jsonl
 from medtune.modeling import build_base_model, load_causal_lm, load_tokenizer
 from medtune.tasks import render_record_prompt
+
+TINY_MODEL = "conf/model/tiny-random.yaml"  # the tiny random Llama (benchmarks run in the project root)
 
 
 def prompts_for(task_name: str, tokenizer, count: int) -> list[str]:
@@ -58,7 +59,7 @@ def main() -> None:
         model_dir = Path(args.model)
         if args.model == "tiny":
             model_dir = Path(tmp)
-            build_base_model(OmegaConf.structured(WeightsConfig(source="tiny-random")), model_dir)
+            build_base_model(conf_section(WeightsConfig, TINY_MODEL, "weights"), model_dir)
         model, tokenizer = load_causal_lm(model_dir), load_tokenizer(model_dir, padding_side="left")
         prompts = prompts_for(args.task, tokenizer, args.prompts)
         single = generate(model, tokenizer, prompts, args.max_new_tokens, batch_size=1)

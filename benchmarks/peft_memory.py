@@ -27,19 +27,23 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import OmegaConf
 from rich.console import Console
 from rich.table import Table
 from transformers import TrainerCallback
 
-from medtune.config import QuantizationConfig, WeightsConfig, load_params, task_config, train_config
+from medtune.config import QuantizationConfig, WeightsConfig, conf_section, load_params, task_config, train_config
 from medtune.io import read_jsonl
+
+TINY_MODEL = "conf/model/tiny-random.yaml"  # the tiny random Llama (benchmarks run in the project root)
+QLORA = "conf/peft/qlora.yaml"
 
 VARIANTS = {
     "lora (fp32 base)": None,
-    "qlora nf4, bf16 compute": QuantizationConfig(bits=4, compute_dtype="bfloat16"),
-    "qlora nf4, fp32 compute": QuantizationConfig(bits=4, compute_dtype="float32"),
-    "qlora int8": QuantizationConfig(bits=8),
+    "qlora nf4, bf16 compute": conf_section(
+        QuantizationConfig, QLORA, "quantization", bits=4, compute_dtype="bfloat16"
+    ),
+    "qlora nf4, fp32 compute": conf_section(QuantizationConfig, QLORA, "quantization", bits=4, compute_dtype="float32"),
+    "qlora int8": conf_section(QuantizationConfig, QLORA, "quantization", bits=8),
 }
 # TinyLlama-1.1B's transformer (its 32k vocabulary replaced by the tiny byte-level one).
 TINYLLAMA_SHAPE = dict(
@@ -114,7 +118,7 @@ def run_variant(name: str, shape: str, model_dir: Path, task: str, steps: int) -
     quantization = VARIANTS[name]
     peft = params.peft.copy()
     peft.method = "lora" if quantization is None else "qlora"
-    peft.quantization = None if quantization is None else OmegaConf.structured(quantization)
+    peft.quantization = quantization
     train = train_config(params, task)
     train.max_steps, train.eval_steps = steps, steps
     cfg = task_config(params, task)
@@ -161,7 +165,7 @@ def main() -> None:
 
             console.log("Building a random model of TinyLlama-1.1B's shape (fp32 safetensors) ...")
             model_dir, title = Path(tmp), "random weights, TinyLlama-1.1B shape, sft on 64-token sequences"
-            build_base_model(OmegaConf.structured(WeightsConfig(source="tiny-random", **TINYLLAMA_SHAPE)), model_dir)
+            build_base_model(conf_section(WeightsConfig, TINY_MODEL, "weights", **TINYLLAMA_SHAPE), model_dir)
         table = Table(title=f"{title}: {args.steps} steps of batch {train_config(params, args.task).batch_size}")
         columns = ("variant", "model MB", "peak anon MB", "peak RSS MB", "tokens/s", "final loss")
         for column in columns:

@@ -29,13 +29,14 @@ import tempfile
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from omegaconf import OmegaConf
 from peft_memory import memory_mb, random_examples, train_with_peak_memory
 from rich.console import Console
 from rich.table import Table
 
-from medtune.config import WeightsConfig, load_params, train_config
+from medtune.config import WeightsConfig, conf_section, load_params, train_config
 from medtune.plan import TrainingSetup, architecture_from_config_json, plan_memory, setup_from_params
+
+TINY_MODEL = "conf/model/tiny-random.yaml"  # the tiny random Llama (benchmarks run in the project root)
 
 MODELS = {"tiny": "tiny random Llama (2 layers, hidden 64)", "smollm2": "SmolLM2-135M (models/base/smollm2-135m)"}
 MB = 2**20
@@ -119,7 +120,7 @@ def main() -> None:
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         folders = {"tiny": Path(tmp), "smollm2": Path("models/base/smollm2-135m")}
-        build_base_model(OmegaConf.structured(WeightsConfig(source="tiny-random")), folders["tiny"])
+        build_base_model(conf_section(WeightsConfig, TINY_MODEL, "weights"), folders["tiny"])
         for name in MODELS if args.model == "all" else [args.model]:
             console.log(f"Training {args.steps} steps of {MODELS[name]} ...")
             results[name] = compare(name, folders[name], args.steps)

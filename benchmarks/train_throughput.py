@@ -42,11 +42,13 @@ from rich.table import Table
 from transformers import TrainerCallback
 
 from medtune import data
-from medtune.config import WeightsConfig, load_params, task_config, train_config
+from medtune.config import WeightsConfig, conf_section, load_params, task_config, train_config
 from medtune.generation import perplexity
 from medtune.modeling import build_base_model, load_causal_lm, load_tokenizer
 from medtune.tasks import IGNORE_INDEX, tokenize_records
 from medtune.training import lora_config, train_adapter
+
+TINY_MODEL = "conf/model/tiny-random.yaml"  # the tiny random Llama (benchmarks run in the project root)
 
 NOTEBOOK_LENGTH = 256
 
@@ -227,7 +229,7 @@ def main() -> None:
         base_dir = Path(args.model or f"models/base/{params.model.name}")
         if args.model == "tiny":
             base_dir = work / "tiny"
-            build_base_model(OmegaConf.structured(WeightsConfig(source="tiny-random")), base_dir)
+            build_base_model(conf_section(WeightsConfig, TINY_MODEL, "weights"), base_dir)
         tokenizer = load_tokenizer(base_dir)
         train, valid = examples_for(args.task, task, tokenizer, args.examples)
         pad = tokenizer.pad_token_id

@@ -3,7 +3,7 @@
 Reads params: model, peft, train, seed, tasks.<task> (the model card records them).
     python -m stages.merge qa data/tokenized/qa models/base/smollm2-135m models/adapters/qa models/merged/qa metrics/qa
 Checks that the merged model's logits equal the adapter model's on test inputs up to fp32 rounding
-(max |diff| <= 1e-5 x the largest |logit|) and records the difference in metrics/<task>/merge.json.
+(medtune.modeling.MAX_RELATIVE_LOGIT_DIFF["merge"]) and records the difference in metrics/<task>/merge.json.
 Writes the model card (README.md) next to the weights; its test-split metrics come later, from evaluate (see
 medtune.card).
 """
@@ -14,14 +14,8 @@ from pathlib import Path
 from medtune.card import model_card
 from medtune.config import load_params, task_config
 from medtune.console import log, run_main
-from medtune.errors import MedtuneError
 from medtune.io import atomic_dir, check_free_space, read_json, write_json
-from medtune.modeling import load_tokenizer, merge_adapter, probe_sequences
-
-# Relative to the largest logit: fp32 rounding through ~30 layers reaches ~4e-6 x |logit| on SmolLM2 (1.7e-4 on
-# logits of 40; Llama's RMSNorm computes in fp32 even in an fp64 model, so fp64 cannot remove it). A wrong merge
-# (missing module, wrong scaling) is off by 1e-3 or more.
-MAX_RELATIVE_LOGIT_DIFF = 1e-5
+from medtune.modeling import check_logits, load_tokenizer, merge_adapter, probe_sequences
 
 
 def main() -> None:
@@ -48,11 +42,7 @@ def main() -> None:
         check["max_abs_logit"],
         check["relative_logit_diff"],
     )
-    if check["relative_logit_diff"] > MAX_RELATIVE_LOGIT_DIFF:
-        raise MedtuneError(
-            f"merged model differs from the adapter model by {check['relative_logit_diff']:.1e} x the largest logit "
-            f"(> {MAX_RELATIVE_LOGIT_DIFF:.0e}): the merge is wrong, not just rounded"
-        )
+    check_logits(check, "merge", f"the merged {args.task} model", "the adapter model")
     with atomic_dir(args.out_dir) as tmp:
         merged.save_pretrained(tmp, safe_serialization=True)
         load_tokenizer(args.base_dir).save_pretrained(tmp)

@@ -21,6 +21,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from medtune.checkpoints import is_main_process
 from medtune.config import load_params, task_config, train_config
 from medtune.console import log, run_main
 from medtune.errors import ConfigError
@@ -48,9 +49,7 @@ def main() -> None:
     log.info(
         "Fine-tuning %s on %d examples (%d for validation)", args.base_dir, len(train_examples), len(eval_examples)
     )
-    writer = int(os.environ.get("RANK", "0")) == 0  # under accelerate, process 0 writes; the others' files are dropped
     with contextlib.ExitStack() as stack:
-        place = (lambda path: stack.enter_context(atomic_dir(path))) if writer else (lambda path: scratch(stack))
         results, resources = train_adapter(
             kind=task.kind,
             base_dir=args.base_dir,
@@ -61,12 +60,12 @@ def main() -> None:
             lora_targets=params.model.lora_targets,
             labels=list(task.labels),
             seed=params.seed,
-            adapter_dir=place(args.adapter_dir),
-            live_dir=place(args.metrics_dir / "live"),
+            adapter_dir=output_dir(stack, args.adapter_dir),
+            live_dir=output_dir(stack, args.metrics_dir / "live"),
             work_dir=scratch(stack),
             checkpoint_dir=args.checkpoint_dir,
         )
-    if writer:
+    if is_main_process():
         write_json(args.metrics_dir / "train.json", results)
         write_json(args.metrics_dir / "train_resources.json", resources)
         write_json(args.metrics_dir / "train_machine.json", describe())
@@ -76,6 +75,12 @@ def main() -> None:
             results["eval_loss"],
             resources["train_tokens_per_s"],
         )
+
+
+def output_dir(stack: contextlib.ExitStack, path: Path) -> Path:
+    """Where this process writes the output folder `path`: process 0 writes `path` itself, in place only once the
+    stage succeeds (atomic_dir); any other process of `accelerate launch` writes a scratch copy that is dropped."""
+    return stack.enter_context(atomic_dir(path)) if is_main_process() else scratch(stack)
 
 
 def scratch(stack: contextlib.ExitStack) -> Path:

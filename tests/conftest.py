@@ -13,7 +13,17 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from medtune.config import WeightsConfig, compose_params
+from medtune.config import (
+    DataConfig,
+    JudgeConfig,
+    ModelConfig,
+    PeftConfig,
+    TaskConfig,
+    TrainConfig,
+    WeightsConfig,
+    compose_params,
+    conf_section,
+)
 from medtune.io import write_jsonl
 from medtune.modeling import build_base_model
 from medtune.scope import ScopeClassifier, ScopeGuard, embed, load_embedder, read_scope_questions
@@ -29,6 +39,43 @@ ROOT = Path(__file__).resolve().parents[1]
 TRAIN_STAGE = [sys.executable, "-m", "stages.train", "qa", "data/tokenized/qa"]
 # the environment stages run in as subprocesses: never the hub, and one error line not wrapped by rich
 STAGE_ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "300"}
+
+
+# One config section with conf/'s defaults and the values a test sets (the dataclasses hold no defaults)
+def tiny_weights(**values: object) -> WeightsConfig:
+    """model.weights of conf/model/tiny-random.yaml: the tiny random Llama."""
+    return conf_section(WeightsConfig, ROOT / "conf/model/tiny-random.yaml", "weights", **values)
+
+
+def a_model(**values: object) -> ModelConfig:
+    """The model section of conf/model/tiny-random.yaml."""
+    return conf_section(ModelConfig, ROOT / "conf/model/tiny-random.yaml", **values)
+
+
+def a_train(**values: object) -> TrainConfig:
+    """The train section of conf/train/cpu.yaml."""
+    return conf_section(TrainConfig, ROOT / "conf/train/cpu.yaml", **values)
+
+
+def a_peft(recipe: str = "lora", **values: object) -> PeftConfig:
+    """The peft section of conf/peft/<recipe>.yaml (qlora's file adds its quantization block to lora's)."""
+    lora = conf_section(PeftConfig, ROOT / "conf/peft/lora.yaml")
+    return OmegaConf.merge(lora, conf_section(PeftConfig, ROOT / f"conf/peft/{recipe}.yaml", **values))
+
+
+def a_task(**values: object) -> TaskConfig:
+    """A task with conf/task/common.yaml's defaults (every task file starts from them)."""
+    return conf_section(TaskConfig, ROOT / "conf/task/common.yaml", **values)
+
+
+def a_data(**values: object) -> DataConfig:
+    """A task's data section with conf/task/common.yaml's defaults."""
+    return conf_section(DataConfig, ROOT / "conf/task/common.yaml", "data", **values)
+
+
+def a_judge(**values: object) -> JudgeConfig:
+    """The judge section of conf/config.yaml."""
+    return conf_section(JudgeConfig, ROOT / "conf/config.yaml", "judge", **values)
 
 
 def link_project(folder: Path, *names: str) -> Path:
@@ -67,7 +114,7 @@ def qa(i: int, answer: str = "A short answer.") -> str:
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """models/base/tiny-random as the base stage writes it."""
     out = tmp_path_factory.mktemp("tiny-random")
-    build_base_model(OmegaConf.structured(WeightsConfig(source="tiny-random")), out)
+    build_base_model(tiny_weights(), out)
     return out
 
 

@@ -6,11 +6,10 @@ import io
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 from rich.console import Console
 
+from conftest import a_task
 from medtune.assistant import SAFETY_NOTE, Assistant, chat_loop
-from medtune.config import TaskConfig
 from medtune.generation import generate
 from medtune.modeling import load_causal_lm, load_tokenizer
 from medtune.scope import OUT_OF_SCOPE_REPLY
@@ -37,7 +36,7 @@ class FailingModel:
 
 
 def health_task():
-    task = OmegaConf.structured(TaskConfig(system="You answer health questions.", prompt_template="Q: {prompt}"))
+    task = a_task(system="You answer health questions.", prompt_template="Q: {prompt}")
     task.generation.max_new_tokens = 6
     return task
 

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import MISSING as MISSING_FACTORY
+from dataclasses import fields, is_dataclass
+
 import pytest
 import yaml
-from omegaconf import OmegaConf
+from omegaconf import MISSING, OmegaConf
 
 from conftest import ROOT
+from medtune import config
 from medtune.config import compose_params, load_params, max_length, task_config, train_config, validate
 from medtune.errors import ConfigError
 
@@ -92,14 +96,16 @@ def test_train_max_length_sets_every_tasks_length_and_null_keeps_their_own():
 def test_an_unknown_launcher_is_refused():
     raw = _params()
     raw["train"]["launcher"] = "torchrun"
-    with pytest.raises(ConfigError, match=r"train\.launcher.*use python or accelerate"):
+    with pytest.raises(ConfigError, match=r"train\.launcher.*must be 'python' or 'accelerate', not 'torchrun'"):
         validate(raw)
 
 
 def test_an_unknown_attention_implementation_is_refused_by_name():
     raw = _params()
     raw["train"]["attn_implementation"] = "flash"
-    with pytest.raises(ConfigError, match=r"train\.attn_implementation.*'flash'.*use eager, sdpa"):
+    with pytest.raises(
+        ConfigError, match=r"train\.attn_implementation.*must be 'eager' or 'sdpa' or 'flash_attention_2', not 'flash'"
+    ):
         validate(raw)
 
 
@@ -134,8 +140,12 @@ def test_training_intervals_are_step_counts_or_fractions_of_an_epoch():
 @pytest.mark.parametrize(
     ("path", "value", "message"),
     [
-        (["model", "weights", "dtype"], "fp32", r"model\.weights\.dtype.*'fp32'.*use float32, bfloat16"),
-        (["tasks", "ner", "kind"], "ner", r"tasks\.ner\.kind.*'ner'.*use sft or token_classification"),
+        (
+            ["model", "weights", "dtype"],
+            "fp32",
+            r"model\.weights\.dtype.*must be 'float32' or 'bfloat16' or 'float16', not 'fp32'",
+        ),
+        (["tasks", "ner", "kind"], "ner", r"tasks\.ner\.kind.*must be 'sft' or 'token_classification', not 'ner'"),
         (["tasks", "qa", "metrics"], ["rouge_l", "rouge"], r"tasks\.qa\.metrics.*unknown metric 'rouge'.*rouge_l"),
         (["eval", "max_examples"], -1, r"eval\.max_examples.*must be 1 or more.*not -1"),
         (["judge", "max_examples"], 0, r"judge\.max_examples.*not 0"),
@@ -166,6 +176,32 @@ def test_training_intervals_are_step_counts_or_fractions_of_an_epoch():
         (["tasks", "ner", "train"], {"eval_steps": 2.5}, r"tasks\.ner\.train\.eval_steps.*not 2\.5"),
         (["tasks", "ner", "train"], {"checkpoint_steps": -3}, r"tasks\.ner\.train\.checkpoint_steps.*not -3"),
         (["tasks", "ner", "train"], {"eval_max_examples": -2}, r"tasks\.ner\.train\.eval_max_examples.*not -2"),
+        # one bad value in each other section of params.yaml
+        (["model", "weights", "source"], "s3", r"model\.weights\.source.*'gguf-package' or 'hub' or 'tiny-random'"),
+        (["model", "weights", "package"], None, r"model\.weights\.package.*needed for source gguf-package"),
+        (["model", "lora_targets"], [], r"model\.lora_targets.*names no module"),
+        (["peft", "method"], "ia3", r"peft\.method.*must be 'lora' or 'qlora', not 'ia3'"),
+        (["peft", "r"], 0, r"peft\.r.*must be 1 or more, not 0"),
+        (["peft", "dropout"], 1.0, r"peft\.dropout.*below 1, not 1"),
+        (
+            ["peft", "quantization"],
+            {"bits": 4, "quant_type": "nf4", "double_quant": True, "compute_dtype": "bfloat16"},
+            r"peft\.quantization.*only used with peft\.method=qlora",
+        ),
+        (["train", "batch_size"], 0, r"train\.batch_size.*must be 1 or more, not 0"),
+        (["train", "lr"], -1e-4, r"train\.lr.*must be above 0"),
+        (["train", "max_steps"], 0, r"train\.max_steps.*-1 \(train all epochs\) or 1 or more, not 0"),
+        (["eval", "bootstrap_samples"], -1, r"eval\.bootstrap_samples.*0 \(no intervals\) or more, not -1"),
+        (["eval", "confidence"], 95, r"eval\.confidence.*above 0 and below 1 \(0\.95: 95%\), not 95"),
+        (["eval", "near_copy_distance"], 1.5, r"eval\.near_copy_distance.*below 1, not 1\.5"),
+        (["judge", "enabled"], True, r"judge\.url.*set judge\.url and judge\.model"),
+        (["scope", "threshold"], 1.5, r"scope\.threshold.*between 0 and 1, not 1\.5"),
+        (["scope", "c"], 0, r"scope\.c.*must be above 0"),
+        (["export", "tasks"], ["ner"], r"export\.tasks.*'ner' is not a generative task of this run"),
+        (["export", "types"], ["f16", "q3"], r"export\.types.*not 'q3'"),
+        (["export", "ollama"], "f32", r"export\.ollama.*'f32' is not in export\.types"),
+        (["privacy", "phi"], "ignore", r"privacy\.phi.*must be 'error' or 'warn' or 'redact', not 'ignore'"),
+        (["seed"], "random", r"seed"),
     ],
 )
 def test_bad_values_are_refused_when_params_are_read_before_any_stage_runs(path, value, message):
@@ -176,3 +212,18 @@ def test_bad_values_are_refused_when_params_are_read_before_any_stage_runs(path,
     section[path[-1]] = value
     with pytest.raises(ConfigError, match=message):
         validate(raw)
+
+
+def test_the_schema_holds_no_defaults_of_its_own():
+    """conf/ is the one home of every default: a schema field is MISSING (conf/ must give it), None (unset has a
+    meaning, which its comment says) or a section; a second default here would disagree with conf/ sooner or later."""
+    for schema in config_dataclasses():
+        for f in fields(schema):
+            if f.default_factory is not MISSING_FACTORY:
+                assert f.default_factory in (dict, *config_dataclasses()), f"{schema.__name__}.{f.name}"
+            else:
+                assert f.default in (MISSING, None), f"{schema.__name__}.{f.name} = {f.default!r}: move it to conf/"
+
+
+def config_dataclasses() -> list[type]:
+    return [obj for obj in vars(config).values() if is_dataclass(obj)]

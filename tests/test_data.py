@@ -9,8 +9,9 @@ import re
 import pytest
 from omegaconf import OmegaConf
 
-from conftest import write_lines
-from medtune import data
+from conftest import a_data, write_lines
+from conftest import a_task as task_with
+from medtune import checks, data
 from medtune.config import DataConfig, TaskConfig, compose_params, load_params
 from medtune.errors import ConfigError, DataError
 
@@ -27,7 +28,7 @@ def qa_line(i: int, question: str | None = None, answer: str = "An answer.") -> 
 
 
 def local(path, **kw) -> DataConfig:
-    return OmegaConf.structured(DataConfig(source="local", path=str(path), **kw))
+    return a_data(source="local", path=str(path), **kw)
 
 
 def test_jsonl_records_are_mapped_and_whitespace_normalised(tmp_path):
@@ -184,14 +185,14 @@ def test_hub_task_configs_load_a_local_folder_shaped_like_the_hub_dataset(conf_p
 
 def test_a_hub_dataset_that_cannot_be_loaded_names_the_config_key_and_the_id(tmp_path):
     missing = tmp_path / "no-such-dataset"
-    hub = OmegaConf.structured(DataConfig(source="hub", hub_id=str(missing), revision="v1"))
+    hub = a_data(source="hub", hub_id=str(missing), revision="v1")
     with pytest.raises(ConfigError, match=rf"`tasks\.qa\.data\.hub_id`: cannot load {re.escape(str(missing))}@v1 \("):
         train_rows(hub, "tasks.qa.data")
 
 
 def test_a_hub_split_the_dataset_lacks_names_the_config_key(tmp_path):
     write_lines(tmp_path / "train.jsonl", [qa_line(1)])
-    hub = OmegaConf.structured(DataConfig(source="hub", hub_id=str(tmp_path), hub_split="validation"))
+    hub = a_data(source="hub", hub_id=str(tmp_path), hub_split="validation")
     with pytest.raises(ConfigError, match=r"`tasks\.qa\.data\.hub_split`: .*Unknown split \"validation\""):
         train_rows(hub, "tasks.qa.data")
 
@@ -345,8 +346,8 @@ def test_iobes_tags_are_checked_after_conversion(tmp_path, tags, message):
 
 
 def a_task(kind: str, columns: dict, **data_kw) -> TaskConfig:
-    data_cfg = DataConfig(path="data/raw/data.jsonl", columns=columns, **data_kw)
-    return OmegaConf.structured(TaskConfig(kind=kind, data=data_cfg, labels=DM_LABELS))
+    data_cfg = a_data(path="data/raw/data.jsonl", columns=columns, **data_kw)
+    return task_with(kind=kind, data=data_cfg, labels=DM_LABELS)
 
 
 @pytest.mark.parametrize(
@@ -360,12 +361,12 @@ def a_task(kind: str, columns: dict, **data_kw) -> TaskConfig:
 )
 def test_formats_no_data_could_satisfy_are_refused_by_config_key(kind, columns, tag_scheme, message):
     with pytest.raises(ConfigError, match=message):
-        data.check_task(a_task(kind, columns, tag_scheme=tag_scheme), "tasks.t")
+        checks.check_task(a_task(kind, columns, tag_scheme=tag_scheme), "tasks.t")
 
 
 def test_chat_columns_and_iobes_tags_are_valid_task_settings():
-    data.check_task(a_task("sft", {"messages": "conversations"}), "tasks.t")
-    data.check_task(a_task("token_classification", TOKENS_TAGS, tag_scheme="iobes"), "tasks.t")
+    checks.check_task(a_task("sft", {"messages": "conversations"}), "tasks.t")
+    checks.check_task(a_task("token_classification", TOKENS_TAGS, tag_scheme="iobes"), "tasks.t")
 
 
 def chat(*turns: tuple[str, str], key: str = "messages", role: str = "role", content: str = "content") -> str:

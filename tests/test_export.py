@@ -7,14 +7,16 @@ import shutil
 
 import pytest
 import torch
-from omegaconf import OmegaConf
+import yaml
 from transformers import AutoTokenizer
 
+from conftest import ROOT, a_task
 from medtune import export
-from medtune.config import DataConfig, Params, TaskConfig, validate
+from medtune.config import validate
 from medtune.errors import ConfigError, ModelError
-from medtune.export import MAX_RELATIVE_LOGIT_DIFF, gguf_logit_check, ollama_modelfile, write_gguf
-from medtune.modeling import load_causal_lm, load_tokenizer
+from medtune.export import gguf_logit_check, ollama_modelfile, write_gguf
+from medtune.modeling import MAX_RELATIVE_LOGIT_DIFF, check_logits, load_causal_lm, load_tokenizer
+from stages.export import export_order
 
 TEXT = "Take 500 mg paracetamol every 6 hours; no more than 4 g a day."
 
@@ -60,9 +62,15 @@ def test_without_the_rotary_row_order_the_check_catches_it(tiny_model_dir, tmp_p
 
     monkeypatch.setattr(export, "_llama_cpp_layout", lambda name, weight, config: weight)
     write_gguf(folder, tmp_path / "wrong.gguf", "f32", name="medtune-test")
-    assert gguf_logit_check(model, tmp_path / "wrong.gguf", probe)["relative_logit_diff"] > max(
-        MAX_RELATIVE_LOGIT_DIFF.values()
-    )
+    check = gguf_logit_check(model, tmp_path / "wrong.gguf", probe)
+    assert check["relative_logit_diff"] > max(MAX_RELATIVE_LOGIT_DIFF.values())
+    with pytest.raises(ModelError, match=r"^wrong.gguf read back differs .* by 0\.\d+ x .*\(allowed for f32: 1e-05\)"):
+        check_logits(check, "f32", "wrong.gguf read back", "the merged model")  # as the export stage does
+
+
+def test_q4_k_m_is_written_last_because_it_is_made_from_the_f16_file():
+    assert export_order(["q4_k_m", "f16", "q8_0"]) == ["f16", "q8_0", "q4_k_m"]
+    assert export_order(["q8_0", "f16"]) == ["q8_0", "f16"]
 
 
 def test_the_tokenizer_and_chat_template_survive_the_round_trip(tiny_model_dir, tmp_path):
@@ -84,7 +92,7 @@ def test_a_model_the_converter_does_not_cover_is_refused_by_name(tiny_model_dir,
 
 
 def test_the_modelfile_carries_the_tasks_prompts_and_stops_at_the_end_of_turn(tiny_model_dir):
-    task = OmegaConf.structured(TaskConfig(system="You explain medical terms.", prompt_template="Explain: {prompt}"))
+    task = a_task(system="You explain medical terms.", prompt_template="Explain: {prompt}")
     modelfile = ollama_modelfile("medtune-terminology", "terminology-q8_0.gguf", load_tokenizer(tiny_model_dir), task)
     assert "ollama create medtune-terminology -f Modelfile" in modelfile
     assert "FROM ./terminology-q8_0.gguf\n" in modelfile
@@ -98,21 +106,14 @@ def test_the_modelfile_carries_the_tasks_prompts_and_stops_at_the_end_of_turn(ti
     [
         ({"tasks": ["ner"]}, "export.tasks.*'ner' is not a generative task of this run .*qa"),
         ({"tasks": ["nope"]}, "'nope' is not a generative task"),
-        ({"types": ["q5_0"]}, "unknown GGUF type 'q5_0'"),
+        ({"types": ["q5_0"]}, "export.types.*not 'q5_0'"),
         ({"types": ["q8_0", "q4_k_m"]}, "q4_k_m is quantized from the f16 file"),
         ({"types": ["f16"], "ollama": "q8_0"}, "export.ollama.*not in export.types"),
         ({"types": ["f16"], "ollama": "q5_0"}, "export.ollama.*'q5_0' is not in export.types"),
     ],
 )
 def test_bad_export_configs_are_refused(export_config, message):
-    qa_data = DataConfig(path="qa.jsonl", columns={"prompt": "question", "response": "answer"})
-    ner_data = DataConfig(path="ner.jsonl", columns={"tokens": "tokens", "tags": "tags"})
-    tasks = {
-        "qa": TaskConfig(data=qa_data),
-        "ner": TaskConfig(kind="token_classification", data=ner_data, labels=["O", "B-X", "I-X"]),
-    }
-    raw = OmegaConf.to_container(OmegaConf.structured(Params(tasks=tasks)))
-    raw["model"]["name"] = "tiny-random"
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())  # tasks qa, simplification, terminology, ner
     raw["export"].update(export_config)
     with pytest.raises(ConfigError, match=message):
         validate(raw)

@@ -81,7 +81,7 @@ def test_the_faithfulness_metrics_pool_counts_over_the_test_set():
     names = ["quantities_preserved", "quantities_altered", "quantities_invented", "medications_preserved",
              "medications_invented", "copy_rate", "near_copy_rate"]  # fmt: skip
 
-    scores = score_texts(names, sources, outputs, ["unused"] * 3)
+    scores = score_texts(names, sources, outputs, ["unused"] * 3, 0.1)
 
     assert scores["quantities_preserved"] == pytest.approx(4 / 5)  # 2 of 3, then 2 of 2
     assert scores["quantities_altered"] == pytest.approx(1 / 5)
@@ -92,4 +92,6 @@ def test_the_faithfulness_metrics_pool_counts_over_the_test_set():
 
 
 def test_a_share_of_nothing_is_not_a_number():
-    assert math.isnan(score_texts(["quantities_preserved"], ["Rest."], ["Rest well."], ["r"])["quantities_preserved"])
+    assert math.isnan(
+        score_texts(["quantities_preserved"], ["Rest."], ["Rest well."], ["r"], 0.1)["quantities_preserved"]
+    )

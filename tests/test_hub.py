@@ -60,8 +60,9 @@ def test_a_users_hf_hub_offline_is_kept_for_the_hub_loaders_too(tmp_path):
 
 def test_a_configured_hub_dataset_is_fetched_from_the_hub(tmp_path):
     code = (
-        "from medtune.config import DataConfig\nfrom medtune.data import read_hub_source\n"
-        "read_hub_source(DataConfig(source='hub', hub_id='medtune-tests/no-such-dataset'), 'tasks.qa.data')"
+        "from medtune.config import DataConfig, conf_section\nfrom medtune.data import read_hub_source\n"
+        f"data = conf_section(DataConfig, {str(ROOT / 'conf/task/common.yaml')!r}, 'data', source='hub', "
+        "hub_id='medtune-tests/no-such-dataset')\nread_hub_source(data, 'tasks.qa.data')"
     )
     result, attempts = run_guarded(tmp_path, code, HF_HOME=str(tmp_path / "hf"))
     assert "tasks.qa.data.hub_id" in result.stderr and "medtune-tests/no-such-dataset" in result.stderr

@@ -8,10 +8,9 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 import yaml
-from omegaconf import OmegaConf
 
-from conftest import ROOT
-from medtune.config import JudgeConfig, validate
+from conftest import ROOT, a_judge
+from medtune.config import validate
 from medtune.errors import ConfigError
 from medtune.judge import judge_simplifications, parse_scores
 
@@ -76,9 +75,7 @@ def fake_server():
 
 def test_judge_scores_good_replies_and_counts_bad_ones(fake_server, monkeypatch):
     monkeypatch.setenv("MEDTUNE_TEST_KEY", "secret-key")
-    cfg = OmegaConf.structured(
-        JudgeConfig(enabled=True, url=fake_server, model="judge-1", api_key_env="MEDTUNE_TEST_KEY")
-    )
+    cfg = a_judge(enabled=True, url=fake_server, model="judge-1", api_key_env="MEDTUNE_TEST_KEY")
     result = judge_simplifications(cfg, ["src a", "src b", "src c", "src d"], ["out a", "out b", "out c", "out d"])
     assert result == {
         "judge_rated": 2,
@@ -103,7 +100,7 @@ def test_a_judge_that_rates_nothing_because_every_request_failed_is_a_config_err
     fake_server, monkeypatch, reply, message
 ):
     monkeypatch.setattr(FakeJudge, "replies", [reply])
-    cfg = OmegaConf.structured(JudgeConfig(enabled=True, url=fake_server, model="judge-1"))
+    cfg = a_judge(enabled=True, url=fake_server, model="judge-1")
 
     with pytest.raises(ConfigError, match=rf"judge\.url.*{message}"):
         judge_simplifications(cfg, ["src a", "src b"], ["out a", "out b"])
@@ -112,7 +109,7 @@ def test_a_judge_that_rates_nothing_because_every_request_failed_is_a_config_err
 
 def test_a_judge_that_only_writes_unparseable_replies_gives_no_scores(fake_server, monkeypatch):
     monkeypatch.setattr(FakeJudge, "replies", ["I cannot rate medical content."])
-    cfg = OmegaConf.structured(JudgeConfig(enabled=True, url=fake_server, model="judge-1"))
+    cfg = a_judge(enabled=True, url=fake_server, model="judge-1")
 
     result = judge_simplifications(cfg, ["src a"], ["out a"])
 

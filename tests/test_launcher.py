@@ -3,6 +3,7 @@ process learns from the same global batches."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import subprocess
@@ -13,6 +14,7 @@ import pytest
 from conftest import STAGE_ENV, TRAIN_STAGE
 from medtune.config import compose_params
 from medtune.io import read_json
+from stages.train import output_dir
 
 
 def train_in(project: Path, base_dir: Path, overrides: list[str]) -> tuple[dict, list[float], list[float]]:
@@ -57,3 +59,16 @@ def test_a_missing_accelerate_config_is_a_config_error(project, tiny_model_dir):
     assert done.returncode == 1
     assert "config key `train.accelerate_config`: nope.yaml not found" in done.stderr
     assert not (project / "a").exists()
+
+
+@pytest.mark.parametrize(("rank", "writes"), [(None, True), ("0", True), ("1", False)])
+def test_only_process_0_writes_the_stage_outputs(rank, writes, tmp_path, monkeypatch):
+    if rank is None:  # a plain run, not under `accelerate launch`
+        monkeypatch.delenv("RANK", raising=False)
+    else:
+        monkeypatch.setenv("RANK", rank)
+    with contextlib.ExitStack() as stack:
+        (output_dir(stack, tmp_path / "adapter") / "adapter_model.safetensors").write_text("weights")
+
+    assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file() == writes
+    assert [p.name for p in tmp_path.iterdir()] == (["adapter"] if writes else [])  # no scratch copy left behind

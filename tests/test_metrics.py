@@ -4,8 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from medtune.errors import ConfigError
-from medtune.metrics import bleu, fkgl, follows_terminology_format, has_disclaimer, rouge_l, sari, score_texts
+from medtune.config import METRIC_NAMES
+from medtune.metrics import (
+    KNOWN_METRICS,
+    bleu,
+    fkgl,
+    follows_terminology_format,
+    has_disclaimer,
+    rouge_l,
+    sari,
+    score_texts,
+)
 
 SARI_SOURCE = "About 95 species are currently accepted."
 SARI_REFERENCES = [
@@ -89,9 +98,12 @@ def test_disclaimer_detection():
 
 def test_task_metrics_are_looked_up_by_name():
     predictions = [GOOD, "No format.", "No format, but see your doctor."]
-    scores = score_texts(["format_adherence", "disclaimer_rate"], ["x"] * 3, predictions, ["r"] * 3)
+    scores = score_texts(["format_adherence", "disclaimer_rate"], ["x"] * 3, predictions, ["r"] * 3, 0.1)
     assert scores == {"format_adherence": pytest.approx(1 / 3), "disclaimer_rate": pytest.approx(2 / 3)}
-    with pytest.raises(ConfigError, match="unknown metric 'meteor'"):
-        score_texts(["meteor"], ["src"], ["a"], ["a"])
+
+
+def test_the_metric_names_params_may_list_are_the_metrics_medtune_computes():
+    """medtune.checks refuses a name outside config.METRIC_NAMES when params are read, so the two lists must agree."""
+    assert sorted(METRIC_NAMES) == sorted(KNOWN_METRICS)
     with pytest.raises(ValueError, match="2 predictions but 1 references"):
         rouge_l(["a", "b"], ["a"])

@@ -14,14 +14,23 @@ import torch
 from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
-from conftest import ROOT
-from medtune.config import WeightsConfig, compose_params, validate
+from conftest import ROOT, tiny_weights
+from medtune.config import ArchitectureConfig, WeightsConfig, compose_params, validate
 from medtune.errors import ModelError
-from medtune.modeling import build_base_model, gguf_path_in_package, load_adapter, load_causal_lm, merge_adapter
+from medtune.modeling import (
+    build_base_model,
+    check_logits,
+    gguf_path_in_package,
+    head_dim,
+    load_adapter,
+    load_causal_lm,
+    merge_adapter,
+)
 
 
 def weights(**kw) -> WeightsConfig:
-    return OmegaConf.structured(WeightsConfig(**kw))
+    """The tiny model's weights section (conf/model/tiny-random.yaml) with `kw` over it."""
+    return tiny_weights(**kw)
 
 
 def assert_same_weights(a_dir: Path, b_dir: Path) -> None:
@@ -92,6 +101,16 @@ def test_merged_model_reproduces_the_adapter_model(tmp_path, tiny_model_dir):
         x = torch.tensor([probe[0]])
         assert (merged(x).logits - base(x).logits).abs().max() > 1e-3  # the adapter really changed the model
         assert not any("lora" in k for k in merged.state_dict())
+    check_logits(check, "merge", "the merged model", "the adapter model")  # within rounding: no error
+
+
+def test_a_merge_beyond_rounding_is_refused_with_the_difference_and_the_tolerance():
+    with pytest.raises(ModelError) as refused:
+        check_logits({"relative_logit_diff": 2e-3}, "merge", "the merged qa model", "the adapter model")
+    assert str(refused.value) == (
+        "the merged qa model differs from the adapter model by 0.002 x the largest logit (allowed for merge: 1e-05): "
+        "it was made wrongly, not just rounded"
+    )
 
 
 def pickle_only_copy(model_dir: Path, folder: Path) -> Path:
@@ -173,3 +192,14 @@ def test_every_load_in_medtune_refuses_remote_code():
         safe = safe or any(k.arg is None and ast.unparse(k.value) == "SAFE_LOADING" for k in call.keywords)
         peft_adapter = ast.unparse(call.func) == "PeftModel.from_pretrained"  # adapters are weights, not code
         assert safe or peft_adapter, f"{where}: {ast.unparse(call)} does not pass trust_remote_code=False"
+
+
+def test_head_dim_is_the_stated_one_or_hidden_size_over_heads_in_our_config_and_in_transformers():
+    from transformers import LlamaConfig, MistralConfig
+
+    shape = {"hidden_size": 5120, "num_attention_heads": 32, "num_key_value_heads": 8}
+    nemo = {**shape, "intermediate_size": 14336, "num_hidden_layers": 40, "vocab_size": 131072}
+    assert head_dim(ArchitectureConfig(**nemo, tie_word_embeddings=False, head_dim=128)) == 128  # Mistral-Nemo
+    assert head_dim(ArchitectureConfig(**nemo, tie_word_embeddings=False)) == 160
+    assert head_dim(MistralConfig(**shape, head_dim=128)) == 128  # what export reads from a model's config.json
+    assert head_dim(LlamaConfig(**shape)) == 160

@@ -33,7 +33,7 @@ from dvc_project import (
     set_task_config,
     stages_run,
 )
-from medtune.export import MAX_RELATIVE_LOGIT_DIFF
+from medtune.modeling import MAX_RELATIVE_LOGIT_DIFF
 
 pytestmark = pytest.mark.pipeline
 

@@ -18,14 +18,10 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from conftest import ROOT
+from conftest import ROOT, a_model, a_peft, a_train, tiny_weights
 from medtune.config import (
     ArchitectureConfig,
     ModelConfig,
-    PeftConfig,
-    QuantizationConfig,
-    TrainConfig,
-    WeightsConfig,
     compose_params,
     load_params,
 )
@@ -93,17 +89,17 @@ def test_smollm2_counts_are_what_peft_reported_in_training():
 
 def test_tiny_random_architecture_is_the_model_the_base_stage_builds(tiny_model_dir):
     built = json.loads((tiny_model_dir / "config.json").read_text())
-    arch = architecture_of(OmegaConf.structured(ModelConfig(name="tiny", weights=WeightsConfig(source="tiny-random"))))
+    arch = architecture_of(a_model(name="tiny"))
     assert arch.vocab_size == built["vocab_size"] and arch.tie_word_embeddings == built["tie_word_embeddings"]
     assert parameter_count(arch) == json.loads((tiny_model_dir / "medtune_origin.json").read_text())["parameters"]
 
 
 def test_a_local_model_folder_gives_its_architecture_and_a_hub_id_alone_gives_a_clear_error(tiny_model_dir):
-    local = ModelConfig(name="local", weights=WeightsConfig(source="hub", path=str(tiny_model_dir)))
-    assert architecture_of(OmegaConf.structured(local)).hidden_size == 64
-    hub_only = ModelConfig(name="some-llm", weights=WeightsConfig(source="hub", hub_id="org/some-llm"))
+    local = a_model(name="local", weights={"source": "hub", "path": str(tiny_model_dir)})
+    assert architecture_of(local).hidden_size == 64
+    hub_only = a_model(name="some-llm", weights={"source": "hub", "hub_id": "org/some-llm"})
     with pytest.raises(ConfigError, match=r"model\.architecture.*conf/model/some-llm\.yaml"):
-        architecture_of(OmegaConf.structured(hub_only))
+        architecture_of(hub_only)
 
 
 @pytest.mark.parametrize(
@@ -115,11 +111,9 @@ def test_training_keeps_the_frozen_base_weights_in_the_bytes_the_planner_assumes
     # qlora: what bitsandbytes leaves unquantized is fp32 after prepare_model_for_kbit_training.
     from medtune.training import trainable_model
 
-    weights = OmegaConf.structured(WeightsConfig(source="tiny-random", dtype=dtype))
+    weights = tiny_weights(dtype=dtype)
     build_base_model(weights, tmp_path)
-    quantization = QuantizationConfig() if method == "qlora" else None
-    peft = OmegaConf.structured(PeftConfig(method=method, quantization=quantization))
-    model = trainable_model("sft", tmp_path, [], peft, OmegaConf.structured(TrainConfig(bf16=bf16)), TARGETS, seed=0)
+    model = trainable_model("sft", tmp_path, [], a_peft(method), a_train(bf16=bf16), TARGETS, seed=0)
 
     frozen = [p for p in model.parameters() if not p.requires_grad and type(p).__name__ != "Params4bit"]
     if method == "qlora":
@@ -180,17 +174,17 @@ def test_activations_are_what_autograd_saves_in_the_train_stages_forward_pass(
     # tokens (so a padded batch has padding and gets a mask), padded or in one padding-free row.
     from medtune.training import make_batch, trainable_model
 
-    weights = WeightsConfig(source="tiny-random", dtype=dtype, **SMOLLM2_LAYERS)
-    build_base_model(OmegaConf.structured(weights), tmp_path)
-    peft = OmegaConf.structured(PeftConfig(r=8, dropout=0.0))
-    train = OmegaConf.structured(TrainConfig(bf16=bf16, attn_implementation=attention))
+    weights = tiny_weights(dtype=dtype, **SMOLLM2_LAYERS)
+    build_base_model(weights, tmp_path)
+    peft = a_peft(r=8, dropout=0.0)
+    train = a_train(bf16=bf16, attn_implementation=attention)
     model = trainable_model("sft", tmp_path, [], peft, train, list(PROJECTIONS), seed=0)
     model.train()
     examples = [{"input_ids": list(range(3 + i, 67)), "labels": list(range(3 + i, 67))} for i in range(4)]
     measured = saved_for_backward(model, make_batch(examples, causal=True, padding_free=padding_free), bf16)
 
     setup = TrainingSetup(
-        architecture=tiny_random_architecture(OmegaConf.structured(weights)),
+        architecture=tiny_random_architecture(weights),
         lora_targets=PROJECTIONS,
         rank=8,
         batch_size=4,

@@ -5,12 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from omegaconf import OmegaConf
 
-from conftest import write_lines
+from conftest import a_task, write_lines
 from medtune import generation
 from medtune.assistant import SAFETY_NOTE
-from medtune.config import TaskConfig
 from medtune.errors import DataError
 from medtune.generation import Generations
 from medtune.modeling import load_token_classifier, load_tokenizer
@@ -21,7 +19,7 @@ LABELS = ["O", "B-Disease", "I-Disease"]
 
 
 def qa_task():
-    task = OmegaConf.structured(TaskConfig(system="Answer briefly.", prompt_template="{prompt}"))
+    task = a_task(system="Answer briefly.", prompt_template="{prompt}")
     task.generation.max_new_tokens = 4
     return task
 
@@ -76,7 +74,7 @@ def test_token_classification_rows_get_entities_with_offsets(tmp_path, tiny_mode
     model_dir = tmp_path / "ner-model"
     load_token_classifier(tiny_model_dir, LABELS, seed=0).save_pretrained(model_dir)
     load_tokenizer(tiny_model_dir).save_pretrained(model_dir)
-    task = OmegaConf.structured(TaskConfig(kind="token_classification", labels=LABELS, max_length=64))
+    task = a_task(kind="token_classification", labels=LABELS, max_length=64)
     source = write_lines(tmp_path / "notes.jsonl", ['{"text": "Known asthma, no fever."}', "", '{"text": ""}'])
     # a random model tags at random: the tagger's answer for the words Known asthma , no fever . is fixed here
     tags = ["O", "B-Disease", "O", "O", "B-Disease", "O"]

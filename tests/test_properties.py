@@ -31,13 +31,13 @@ from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 from omegaconf import OmegaConf
 
-from conftest import ROOT
+from conftest import ROOT, a_data, a_task
 from medtune import data
-from medtune.config import DataConfig, Params, TaskConfig, load_params, validate
+from medtune.config import Params, load_params, validate
 from medtune.errors import ConfigError, DataError, MedtuneError
 from medtune.predict import read_inputs
 from medtune.scope import read_scope_questions
-from medtune.training import interval_steps, steps_per_epoch, validation_sample
+from medtune.training import interval_steps, steps_per_epoch
 from stages import prepare
 
 
@@ -314,15 +314,12 @@ def task_for(path: Path, layout: str, on_invalid: str, id_column: str | None, or
         "tokens": {"tokens": "tokens", "tags": "tags"},
         "entities": {"text": "text", "entities": "labels"},
     }[layout]
-    task = TaskConfig(
+    return a_task(
         kind="sft" if layout == "sft" else "token_classification",
-        data=DataConfig(
-            path=str(path), columns=columns, id_column=id_column, on_invalid=on_invalid, tag_names=tag_names
-        ),
+        data=a_data(path=str(path), columns=columns, id_column=id_column, on_invalid=on_invalid, tag_names=tag_names),
         labels=LABELS,
         orphan_inside=orphan,
     )
-    return OmegaConf.structured(task)
 
 
 # ---- readers of task data -------------------------------------------------------------------------------------
@@ -676,7 +673,9 @@ def test_the_prepare_stage_writes_every_split_or_fails_with_our_error_and_no_out
 # ---- the config loader --------------------------------------------------------------------------------------
 
 PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
-PARAMS["peft"]["quantization"] = {"bits": 4, "quant_type": "nf4", "double_quant": True, "compute_dtype": "bfloat16"}
+# qlora, so that the keys of its quantization block are changed too
+PARAMS["peft"].update(method="qlora", quantization={"bits": 4, "quant_type": "nf4", "double_quant": True})
+PARAMS["peft"]["quantization"]["compute_dtype"] = "bfloat16"
 FREE = ("columns", "train")  # maps of free names under a task: source columns, per-task training overrides
 
 
@@ -756,8 +755,13 @@ def test_a_changed_params_yaml_loads_or_fails_with_a_config_error_naming_the_key
 
 
 # keys that constrain one another: a change to the first can fail on the second
-DEPENDENCIES = {("export.types", "export.ollama")}  # the type the Modelfile serves must be one that is written
-TASK_DEPENDENCIES = {  # within one task (medtune.data.check_task)
+DEPENDENCIES = {
+    ("export.types", "export.ollama"),  # the type the Modelfile serves must be one that is written
+    ("peft.method", "peft.quantization"),  # only qlora has one
+    ("judge.enabled", "judge.url"),  # an enabled judge needs its endpoint
+    *(("model.weights.source", f"model.weights.{key}") for key in ("hub_id", "file", "init_seed")),  # its own keys
+}
+TASK_DEPENDENCIES = {  # within one task (medtune.checks.check_task)
     ("data.source", "data.path"),
     ("data.source", "data.hub_id"),
     ("kind", "data.columns"),
@@ -837,7 +841,7 @@ DEEP = "[" * 300 + "]" * 300  # deeper than OmegaConf can merge, not than PyYAML
         (b"\ttrain: 1", "-"),
         (b"- 1\n- 2", "-"),
         (b"null", "-"),
-        ("\ufeffseed: 1".encode(), "model.name"),  # a BOM is fine; what is missing is named
+        ("\ufeffseed: 1".encode(), "eval.batch_size"),  # a BOM is fine; the first key missing is named
         (b"train: 5", "train"),  # a value where a section belongs
         (b"tasks: {qa: {metrics: {}}}", "tasks.qa.metrics"),  # a section where a list belongs
         (b"tasks: {qa: {labels: [[O]]}}", "tasks.qa.labels[0]"),  # a list where text belongs
@@ -953,9 +957,9 @@ def test_a_training_interval_that_loads_becomes_steps_training_can_use(
 
 @examples(100)
 @given(count=st.integers(0, 300), max_examples=st.none() | st.integers(1, 400), seed=st.integers(0, 2**32))
-def test_the_validation_sample_is_a_seeded_subsequence_of_at_most_max_examples(count, max_examples, seed):
+def test_a_record_sample_is_a_seeded_subsequence_of_at_most_max_records(count, max_examples, seed):
     examples = [{"id": i} for i in range(count)]
-    sample = validation_sample(examples, max_examples, seed)
+    sample = data.sample_records(examples, max_examples, seed)
     assert len(sample) == (count if max_examples is None else min(count, max_examples))
     assert [e["id"] for e in sample] == sorted({e["id"] for e in sample})  # distinct, in the split's order
-    assert sample == validation_sample(examples, max_examples, seed)
+    assert sample == data.sample_records(examples, max_examples, seed)

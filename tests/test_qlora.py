@@ -7,11 +7,11 @@ import math
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
-from conftest import link_project
-from medtune.config import PeftConfig, TrainConfig, compose_params, load_params
+from conftest import a_peft, a_train, link_project
+from medtune.checks import check_peft
+from medtune.config import compose_params, load_params
 from medtune.errors import ConfigError
 from medtune.modeling import merge_adapter
 from medtune.plan import PROJECTIONS
@@ -50,9 +50,9 @@ def test_qlora_config_selects_4bit_nf4_with_double_quantization(qlora_params):
 def test_the_base_is_quantized_and_the_heads_stay_full_precision(kind, qlora_params, tiny_model_dir):
     import bitsandbytes as bnb
 
-    train = OmegaConf.structured(TrainConfig())
+    train = a_train()
     model = load_base_for_training(kind, tiny_model_dir, LABELS, qlora_params.peft, train, seed=0)
-    full = load_base_for_training(kind, tiny_model_dir, LABELS, OmegaConf.structured(PeftConfig()), train, seed=0)
+    full = load_base_for_training(kind, tiny_model_dir, LABELS, a_peft(), train, seed=0)
 
     assert isinstance(model.model.layers[0].self_attn.q_proj, bnb.nn.Linear4bit)
     head = model.lm_head if kind == "sft" else model.score
@@ -66,7 +66,7 @@ def test_qlora_trains_an_adapter_that_merges_into_the_full_precision_base(
 ):
     peft = qlora_params.peft.copy()
     peft.quantization.bits = bits
-    train = OmegaConf.structured(TrainConfig(max_steps=6, batch_size=4, lr=1e-2, eval_steps=3, bf16=False))
+    train = a_train(max_steps=6, batch_size=4, lr=1e-2, eval_steps=3, bf16=False)
 
     metrics, _ = train_adapter(
         kind=kind,
@@ -93,15 +93,14 @@ def test_qlora_trains_an_adapter_that_merges_into_the_full_precision_base(
     assert all(p.dtype == torch.float32 for p in merged.parameters())
 
 
-def test_lora_with_a_quantization_block_and_unknown_methods_are_refused(qlora_params, tiny_model_dir):
-    train = OmegaConf.structured(TrainConfig())
+def test_lora_with_a_quantization_block_and_unknown_methods_are_refused(qlora_params):
     peft = qlora_params.peft.copy()
     peft.method = "lora"
     with pytest.raises(ConfigError, match=r"peft\.quantization.*peft=qlora"):
-        load_base_for_training("sft", tiny_model_dir, LABELS, peft, train, seed=0)
+        check_peft(peft)
     peft.method = "dora"
-    with pytest.raises(ConfigError, match="unknown method 'dora'"):
-        load_base_for_training("sft", tiny_model_dir, LABELS, peft, train, seed=0)
+    with pytest.raises(ConfigError, match=r"peft\.method.*not 'dora'"):
+        check_peft(peft)
 
 
 def test_gradients_equal_those_of_the_dequantized_model_even_after_an_evaluation(qlora_params, tiny_model_dir):
@@ -109,11 +108,11 @@ def test_gradients_equal_those_of_the_dequantized_model_even_after_an_evaluation
     import bitsandbytes as bnb
     from peft import LoraConfig, get_peft_model
 
-    train = OmegaConf.structured(TrainConfig())
+    train = a_train()
     peft = qlora_params.peft.copy()
     peft.quantization.compute_dtype = "float32"  # so the only difference left is the one under test
     quantized = load_base_for_training("sft", tiny_model_dir, LABELS, peft, train, seed=0)
-    reference = load_base_for_training("sft", tiny_model_dir, LABELS, OmegaConf.structured(PeftConfig()), train, 0)
+    reference = load_base_for_training("sft", tiny_model_dir, LABELS, a_peft(), train, 0)
     for name, module in quantized.named_modules():  # the fp32 reference holds exactly the 4-bit weights' values
         if isinstance(module, bnb.nn.Linear4bit):
             values = bnb.functional.dequantize_4bit(module.weight.data, module.weight.quant_state)

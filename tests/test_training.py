@@ -8,11 +8,11 @@ import logging
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 from peft import get_peft_model
 from transformers import TrainerCallback
 
-from medtune.config import PeftConfig, TrainConfig, WeightsConfig
+from conftest import a_peft, a_train, tiny_weights
+from medtune.data import sample_records
 from medtune.errors import TrainingError
 from medtune.modeling import build_base_model, load_causal_lm, load_token_classifier
 from medtune.plan import PROJECTIONS
@@ -26,7 +26,6 @@ from medtune.training import (
     steps_per_epoch,
     train_adapter,
     training_args,
-    validation_sample,
 )
 
 TARGETS = list(PROJECTIONS)  # LoRA on every projection of the Llama blocks
@@ -96,8 +95,8 @@ def test_a_padding_free_token_classification_batch_gives_each_token_its_own_logi
 def test_the_base_trains_in_the_dtype_it_is_stored_in_and_what_trains_is_fp32(kind, tmp_path):
     """A 7B base stored in bf16 must not be upcast to fp32 (twice the memory); adapters and a new head train in fp32.
     It also trains with the attention implementation the config names."""
-    build_base_model(OmegaConf.structured(WeightsConfig(source="tiny-random", dtype="bfloat16")), tmp_path)
-    peft, train = OmegaConf.structured(PeftConfig()), OmegaConf.structured(TrainConfig(attn_implementation="eager"))
+    build_base_model(tiny_weights(dtype="bfloat16"), tmp_path)
+    peft, train = a_peft(), a_train(attn_implementation="eager")
     base = load_base_for_training(kind, tmp_path, ["O", "B-Disease", "I-Disease"], peft, train, seed=0)
     assert base.config._attn_implementation == "eager"
     model = get_peft_model(base, lora_config(peft, TARGETS, kind))
@@ -114,13 +113,13 @@ VALIDATION = sft_examples([9, 10])
 
 def train_tiny(base_dir, out, lengths=(10, 11, 12, 13, 14, 15, 16, 17), callbacks=None, **train_values) -> dict:
     """LoRA steps on the tiny model (batch 2, the loss logged every step unless set), outputs in `out`; the results."""
-    train = OmegaConf.structured(TrainConfig(**{"batch_size": 2, "logging_steps": 1, "eval_steps": 10, **train_values}))
+    train = a_train(**{"batch_size": 2, "logging_steps": 1, "eval_steps": 10, **train_values})
     results, _ = train_adapter(
         kind="sft",
         base_dir=base_dir,
         train_examples=sft_examples(list(lengths)),
         eval_examples=VALIDATION,
-        peft=OmegaConf.structured(PeftConfig()),
+        peft=a_peft(),
         train=train,
         lora_targets=TARGETS,
         labels=[],
@@ -146,7 +145,7 @@ def test_a_run_shorter_than_the_logging_interval_still_writes_its_loss_curves(ti
 @pytest.mark.parametrize("stored", ["float32", "bfloat16"])  # SmolLM2 / the 7B-12B models
 def test_skipping_autocast_copies_trains_exactly_as_autocast_does(stored, tmp_path, monkeypatch, caplog):
     """The speed-up of `skip_autocast_copies` changes no number: autocast computes the same bf16 copies."""
-    build_base_model(OmegaConf.structured(WeightsConfig(source="tiny-random", dtype=stored)), tmp_path / "base")
+    build_base_model(tiny_weights(dtype=stored), tmp_path / "base")
     caplog.set_level(logging.INFO, logger="medtune.training")
     cast = train_tiny(tmp_path / "base", tmp_path / "cast", max_steps=4, bf16=True)
     assert "skip repeated autocast casts: 14" in caplog.text  # 2 layers x 7 projections
@@ -159,14 +158,16 @@ def test_skipping_autocast_copies_trains_exactly_as_autocast_does(stored, tmp_pa
 
 
 def test_a_compiled_model_trains_exactly_as_the_eager_one(tiny_model_dir, tmp_path):
-    """`train.torch_compile` (off by default: ~35 s of compiling here even for the tiny model) changes no number."""
+    """`train.torch_compile` (off by default: ~35 s of compiling here even for the tiny model) changes no number,
+    with SDPA attention as train=gpu has it (compiled, the eager attention's softmax is fused and differs by 1e-7)."""
     from torch._dynamo.utils import counters
 
     counters.clear()
-    compiled = train_tiny(tiny_model_dir, tmp_path / "compiled", max_steps=4, bf16=False, torch_compile=True)
+    sdpa = {"max_steps": 4, "bf16": False, "attn_implementation": "sdpa"}
+    compiled = train_tiny(tiny_model_dir, tmp_path / "compiled", torch_compile=True, **sdpa)
     assert counters["stats"]["unique_graphs"] > 0  # dynamo did compile the model
     counters.clear()
-    eager = train_tiny(tiny_model_dir, tmp_path / "eager", max_steps=4, bf16=False)
+    eager = train_tiny(tiny_model_dir, tmp_path / "eager", **sdpa)
     assert counters["stats"]["unique_graphs"] == 0
 
     assert compiled == eager
@@ -216,7 +217,7 @@ def test_an_interval_in_epochs_becomes_steps_rounded_up(every, epoch_steps, mult
 
 def test_whole_step_counts_give_the_training_arguments_they_gave_before_fractions_existed(tmp_path):
     def args(epoch_steps: int, **values) -> dict:
-        return training_args(OmegaConf.structured(TrainConfig(**values)), 0, tmp_path, epoch_steps)
+        return training_args(a_train(**values), 0, tmp_path, epoch_steps)
 
     every_20 = args(26, eval_steps=20, checkpoint_steps=20, logging_steps=5)
     assert (every_20["eval_steps"], every_20["save_strategy"], every_20["save_steps"]) == (20, "steps", 20)
@@ -228,15 +229,16 @@ def test_whole_step_counts_give_the_training_arguments_they_gave_before_fraction
     assert (halves["eval_steps"], halves["save_steps"]) == (13, 15)
 
 
-def test_validation_sample_is_seeded_in_order_and_null_keeps_all():
+def test_the_validation_sample_is_seeded_in_order_and_null_keeps_all():
+    """Training validates on `data.sample_records` of the validation split, as prepare samples `max_records`."""
     examples = [{"id": f"qa-{i}"} for i in range(50)]
-    ids = [e["id"] for e in validation_sample(examples, 10, seed=42)]
+    ids = [e["id"] for e in sample_records(examples, 10, seed=42)]
 
-    assert len(ids) == 10 and ids == [e["id"] for e in validation_sample(examples, 10, seed=42)]
+    assert len(ids) == 10 and ids == [e["id"] for e in sample_records(examples, 10, seed=42)]
     assert ids == sorted(ids, key=lambda i: int(i.split("-")[1]))  # in the split's order
-    assert ids != [e["id"] for e in validation_sample(examples, 10, seed=43)]  # the seed picks them
-    assert validation_sample(examples, None, seed=42) == examples
-    assert validation_sample(examples, 50, seed=42) == examples
+    assert ids != [e["id"] for e in sample_records(examples, 10, seed=43)]  # the seed picks them
+    assert sample_records(examples, None, seed=42) == examples
+    assert sample_records(examples, 50, seed=42) == examples
 
 
 class RecordEvaluationsAndSaves(TrainerCallback):
@@ -271,5 +273,5 @@ def test_training_validates_and_checkpoints_at_fractions_of_an_epoch_on_a_sample
     )
 
     assert record.evaluated == [2, 4, 6, 6] and record.saved == [3, 6]
-    sample = validation_sample(VALIDATION, 1, seed=0)
+    sample = sample_records(VALIDATION, 1, seed=0)
     assert len(sample) == 1 and record.validated_on == {(tuple(sample[0]["input_ids"]),)}

@@ -7,10 +7,9 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
-from omegaconf import OmegaConf
 
+from conftest import a_task
 from medtune.assistant import SAFETY_NOTE, Assistant
-from medtune.config import TaskConfig
 from medtune.modeling import load_causal_lm, load_tokenizer
 from medtune.scope import OUT_OF_SCOPE_REPLY
 from medtune.webapp import chat_app, launch, model_history, ner_app
@@ -62,7 +61,7 @@ def open_app(browser):
 
 
 def test_the_chat_page_answers_a_health_question_and_refuses_another(tiny_model_dir, authored_guard, open_app):
-    task = OmegaConf.structured(TaskConfig(system="You answer health questions."))
+    task = a_task(system="You answer health questions.")
     task.generation.max_new_tokens = 8
     assistant = Assistant(load_causal_lm(tiny_model_dir), load_tokenizer(tiny_model_dir), task, authored_guard)
     page = open_app(chat_app(assistant, "medtune qa"))
@@ -81,7 +80,7 @@ def test_the_chat_page_answers_a_health_question_and_refuses_another(tiny_model_
 
 
 def test_the_model_sees_its_answers_but_not_refusals_or_safety_notes():
-    task = OmegaConf.structured(TaskConfig(prompt_template="Q: {prompt}"))
+    task = a_task(prompt_template="Q: {prompt}")
     assistant = Assistant(None, None, task, guard=None)
     shown = [
         {"role": "user", "content": "Is 39 C a fever?"},

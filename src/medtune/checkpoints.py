@@ -21,6 +21,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from medtune.config import Params
 from medtune.io import read_json, write_json
 
 log = logging.getLogger(__name__)
@@ -29,7 +30,7 @@ STATE = "state.json"
 PREFIX = "checkpoint-"
 
 
-def fingerprint(params: Any, files: list[Path]) -> str:
+def fingerprint(params: Params, files: list[Path]) -> str:
     """sha256 of the run's params (a JSON-able object) and the contents of the files it reads."""
     digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode())
     for path in sorted(files):
@@ -37,6 +38,13 @@ def fingerprint(params: Any, files: list[Path]) -> str:
         with open(path, "rb") as f:
             digest.update(hashlib.file_digest(f, "sha256").digest())
     return digest.hexdigest()
+
+
+def is_main_process() -> bool:
+    """Whether this process writes the run's files. Under `accelerate launch` every process runs the same code and
+    reads the same inputs, so only process 0 (RANK 0) writes, or they would overwrite each other; a plain run has no
+    RANK and is process 0."""
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def resume_point(folder: Path, run: str) -> Path | None:
@@ -50,7 +58,7 @@ def resume_point(folder: Path, run: str) -> Path | None:
     if state.get("fingerprint") == run and state.get("step") is not None:
         keep = folder / f"{PREFIX}{state['step']}"
         keep = keep if keep.is_dir() else None
-    if int(os.environ.get("RANK", "0")) == 0:
+    if is_main_process():
         for path in folder.glob(f"{PREFIX}*"):
             if path != keep:
                 shutil.rmtree(path)

@@ -35,6 +35,13 @@ def main() -> None:
 
 
 def _dispatch() -> None:
+    args = _parser().parse_args()
+    args.func(args)
+
+
+def _parser() -> argparse.ArgumentParser:
+    """The command line: a subparser per command, each naming its handler (`set_defaults(func=...)`), so a command
+    and what runs it are declared in one place."""
     parser = argparse.ArgumentParser(
         prog="medtune", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -42,9 +49,11 @@ def _dispatch() -> None:
     params = commands.add_parser("params", help="regenerate params.yaml from conf/ (Hydra), with optional overrides")
     params.add_argument("overrides", nargs="*", help="Hydra overrides such as model=tiny-random or peft.r=16")
     params.add_argument("--root", default=".", help="project root holding conf/ (default: current directory)")
+    params.set_defaults(func=_params)
     plan = commands.add_parser("plan", help="estimate the peak GPU memory of training with conf/ and overrides")
     plan.add_argument("overrides", nargs="*", help="Hydra overrides such as model=mistral-7b-instruct-v0.3 peft=qlora")
     plan.add_argument("--root", default=".", help="project root holding conf/ (default: current directory)")
+    plan.set_defaults(func=_plan)
     predict = commands.add_parser("predict", help="run a task's fine-tuned model on a text or a JSONL file")
     predict.add_argument("task", help="a task in params.yaml, e.g. ner")
     predict.add_argument("text", nargs="?", help="the text to tag")
@@ -52,11 +61,14 @@ def _dispatch() -> None:
     predict.add_argument("--output", type=Path, help="write JSONL here instead of standard output")
     predict.add_argument("--model", type=Path, help="model folder (default: models/merged/<task>)")
     predict.add_argument("--batch-size", type=int, default=16)
+    predict.set_defaults(func=_predict)
     chat = commands.add_parser("chat", help="terminal chat with a generative task's fine-tuned model")
     chat.add_argument("task", help="a generative task in params.yaml, e.g. qa or terminology")
+    chat.set_defaults(func=_chat)
     serve = commands.add_parser("serve", help="local web app (127.0.0.1 only) for a task's fine-tuned model")
     serve.add_argument("task", help="a task in params.yaml: chat for generative tasks, highlighted entities for ner")
     serve.add_argument("--port", type=int, default=7860)
+    serve.set_defaults(func=_serve)
     for command in (chat, serve):
         command.add_argument(
             "--model", type=Path, help="model folder (default: models/merged/<task>; with --adapter: the base)"
@@ -71,31 +83,20 @@ def _dispatch() -> None:
     report.add_argument("--against", required=True, help="the revision to compare with (branch, commit, experiment)")
     report.add_argument("--rev", help="the revision to report on (default: the workspace)")
     report.add_argument("--out", type=Path, default=Path("metrics/report.md"))
+    report.set_defaults(func=_report)
     exp = commands.add_parser("exp", help="experiments")
     exp.add_argument("action", choices=["table"])
     exp.add_argument("--metric", required=True, help="<task>.<metric> to rank by, e.g. ner.f1 or qa.perplexity")
-    args = parser.parse_args()
-
-    if args.command == "params":
-        out = compose_params(args.root, args.overrides)
-        log.info("Wrote %s from conf/%s", out, f" with {' '.join(args.overrides)}" if args.overrides else "")
-    elif args.command == "plan":
-        _plan(args.root, args.overrides)
-    elif args.command == "predict":
-        _predict(args)
-    elif args.command == "chat":
-        _chat(args)
-    elif args.command == "serve":
-        _serve(args)
-    elif args.command == "report":
-        from medtune.report import write_report
-
-        log.info("Wrote %s", write_report(args.against, args.rev, args.out))
-    elif args.command == "exp":
-        _exp_table(args.metric)
+    exp.set_defaults(func=_exp_table)
+    return parser
 
 
-def _plan(root: str, overrides: list[str]) -> None:
+def _params(args: argparse.Namespace) -> None:
+    out = compose_params(args.root, args.overrides)
+    log.info("Wrote %s from conf/%s", out, f" with {' '.join(args.overrides)}" if args.overrides else "")
+
+
+def _plan(args: argparse.Namespace) -> None:
     """Compose the config as `medtune params` would, into a temporary file, and print its memory plan."""
     import tempfile
 
@@ -104,7 +105,7 @@ def _plan(root: str, overrides: list[str]) -> None:
     from medtune.plan import plan_memory, print_plan, setup_from_params
 
     with tempfile.TemporaryDirectory() as tmp:
-        params = load_params(compose_params(root, overrides, out=Path(tmp) / "params.yaml"))
+        params = load_params(compose_params(args.root, args.overrides, out=Path(tmp) / "params.yaml"))
     setup, task = setup_from_params(params)
     method = params.peft.method + (f" {params.peft.quantization.bits}-bit" if params.peft.method == "qlora" else "")
     title = (
@@ -158,12 +159,19 @@ def _assistant(args: argparse.Namespace, command: str) -> Assistant:
     return load_assistant(task, model_dir, args.adapter, args.guard)
 
 
-def _exp_table(metric: str) -> None:
+def _report(args: argparse.Namespace) -> None:
+    from medtune.report import write_report
+
+    log.info("Wrote %s", write_report(args.against, args.rev, args.out))
+
+
+def _exp_table(args: argparse.Namespace) -> None:
     from rich.console import Console
     from rich.table import Table
 
     from medtune.report import experiment_rows, rank, varying_params, with_interval
 
+    metric = args.metric
     rows = experiment_rows()
     task = metric.split(".", 1)[0]
     try:

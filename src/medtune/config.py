@@ -1,8 +1,10 @@
-"""Load and validate params.yaml (the Hydra composition of conf/), and regenerate it.
+"""params.yaml: its schema, reading and checking it, and regenerating it from conf/ with Hydra.
 
-The schema below is the single list of valid keys: a misspelled key in conf/, params.yaml or a
-`dvc exp run -S` override fails with the closest valid key suggested, instead of being ignored.
-OmegaConf does the type checking; we only turn its errors into `ConfigError`s that say what to do.
+The dataclasses below are the single list of valid keys and their types (conf/ holds every default): a misspelled
+key in conf/, params.yaml or a `dvc exp run -S` override fails with the closest valid key suggested, instead of
+being ignored. OmegaConf does the type checking, medtune.checks the values; we turn their errors into `ConfigError`s
+that say what to do. The few functions after `validate` say what a checked config means (a task's merged training
+config, its tokens per example, its carved splits).
 """
 
 from __future__ import annotations
@@ -24,29 +26,54 @@ from medtune.errors import ConfigError
 
 PARAMS_FILE = "params.yaml"
 CONF_DIR = "conf"
+
+# The choices of the keys that name one of a few things; medtune.checks refuses any other value when params are read.
+KINDS = ("sft", "token_classification")  # the two model heads: causal LM, token classifier
+WEIGHT_SOURCES = ("gguf-package", "hub", "tiny-random")
+WEIGHT_DTYPES = ("float32", "bfloat16", "float16")  # what models/base may store its weights in
+PEFT_METHODS = ("lora", "qlora")
 LAUNCHERS = ("python", "accelerate")
 ATTENTION = ("eager", "sdpa", "flash_attention_2")  # transformers' attn_implementation values medtune trains with
-SCALARS = {str: "text", int: "an integer", float: "a number", bool: "true or false"}
 PHI_POLICIES = ("error", "warn", "redact")
-KINDS = ("sft", "token_classification")  # the two model heads: causal LM, token classifier
-WEIGHT_DTYPES = ("float32", "bfloat16", "float16")  # what models/base may store its weights in
+GGUF_TYPES = ("f32", "f16", "q8_0", "q4_k_m")
+SPLITS = ("train", "validation", "test")
+DATA_SOURCES = ("local", "hub")
+ON_INVALID = ("error", "drop")  # a bad record stops prepare, or is skipped and counted
+ON_LEAKAGE = ("warn", "error")  # the same text in two named splits: counted in stats.json and logged, or refused
+ORPHAN_INSIDE = ("error", "repair")  # an I-X without B-X before it is refused, or read as B-X
+TAG_SCHEMES = ("iob2", "iobes")  # the tag scheme of tokens/tags data; iobes (S-X, E-X) is read as IOB2
+IOB2_TAG = re.compile(r"^(O|[BI]-[A-Za-z][\w-]*)$")  # a label of a token classification task
+SFT_FIELDS = ("prompt", "response")  # the fields of a generative task's records
+TOKEN_LAYOUTS = ({"tokens", "tags"}, {"text", "entities"})  # the two column layouts of token_classification data
+# The names a task may list under `metrics:` (medtune.metrics computes them; a test keeps the two lists equal).
+METRIC_NAMES = (
+    *("rouge_l", "bleu", "sari", "fkgl_output", "fkgl_source", "fkgl_delta"),
+    *("format_adherence", "disclaimer_rate", "copy_rate", "near_copy_rate"),
+    *("quantities_preserved", "quantities_altered", "quantities_invented"),
+    *("medications_preserved", "medications_invented"),
+)
+SCALARS = {str: "text", int: "an integer", float: "a number", bool: "true or false"}
 
 
+# The schema of params.yaml. Every default lives in conf/ (conf/config.yaml and its groups); a field here is MISSING
+# where conf/ must give it, and None only where leaving it unset means something (the comment says what).
 @dataclass
 class WeightsConfig:
-    source: str = "hub"  # gguf-package | hub | tiny-random
+    source: str = MISSING  # WEIGHT_SOURCES
     package: str | None = None  # gguf-package: the installed distribution that ships the file
     file: str | None = None  # gguf-package: path of the .gguf file inside that distribution
-    hub_id: str | None = None
-    revision: str | None = None
-    path: str | None = None  # a local model folder; wins over hub_id
-    dtype: str = "float32"
-    init_seed: int = 0  # tiny-random only
-    hidden_size: int = 64  # a multiple of 64: bitsandbytes' CPU 4-bit kernels quantize in blocks of 64
-    intermediate_size: int = 128
-    num_hidden_layers: int = 2
-    num_attention_heads: int = 4
-    num_key_value_heads: int = 2
+    hub_id: str | None = None  # hub
+    revision: str | None = None  # hub: None is the main branch
+    path: str | None = None  # hub: a local model folder, which wins over hub_id
+    dtype: str = MISSING  # WEIGHT_DTYPES
+    # tiny-random only: the seed and shape of the random model (hidden_size a multiple of 64: bitsandbytes' CPU
+    # 4-bit kernels quantize in blocks of 64)
+    init_seed: int | None = None
+    hidden_size: int | None = None
+    intermediate_size: int | None = None
+    num_hidden_layers: int | None = None
+    num_attention_heads: int | None = None
+    num_key_value_heads: int | None = None
 
 
 @dataclass
@@ -59,151 +86,153 @@ class ArchitectureConfig:
     num_attention_heads: int = MISSING
     num_key_value_heads: int = MISSING
     vocab_size: int = MISSING
-    tie_word_embeddings: bool = False
-    head_dim: int | None = None  # null: hidden_size / num_attention_heads (Mistral-Nemo: 128, not 5120 / 32)
+    tie_word_embeddings: bool = MISSING
+    head_dim: int | None = None  # None: hidden_size / num_attention_heads (Mistral-Nemo: 128, not 5120 / 32)
+
+
+def head_dim(arch: Any) -> int:
+    """Width of one attention head: stated by the model when it is not hidden_size / heads (Mistral-Nemo).
+    `arch` is an ArchitectureConfig or a transformers model config, whose field may be missing or None: the tiny
+    model's LlamaConfig, the GGUF writer (medtune.export) and the memory plan (medtune.plan) must agree on it."""
+    return getattr(arch, "head_dim", None) or arch.hidden_size // arch.num_attention_heads
 
 
 @dataclass
 class ModelConfig:
-    name: str = "???"
+    name: str = MISSING
     weights: WeightsConfig = field(default_factory=WeightsConfig)
-    lora_targets: list[str] = field(default_factory=list)
-    allow_pickle: bool = False  # load pickle (.bin/.pt) weights; pickle can run code, so only from a trusted source
-    architecture: ArchitectureConfig | None = None  # null: read from weights.path/config.json (medtune plan)
+    lora_targets: list[str] = MISSING
+    allow_pickle: bool = MISSING  # load pickle (.bin/.pt) weights; pickle can run code, so only from a trusted source
+    architecture: ArchitectureConfig | None = None  # None: read from weights.path/config.json (medtune plan)
 
 
 @dataclass
 class QuantizationConfig:
-    bits: int = 4  # 4 (QLoRA) or 8 (LLM.int8)
-    quant_type: str = "nf4"  # 4-bit only: nf4 | fp4
-    double_quant: bool = True  # 4-bit only: quantize the quantization constants too
-    compute_dtype: str = "bfloat16"  # dtype the 4-bit weights are dequantized to for each matmul
+    bits: int = MISSING  # 4 (QLoRA) or 8 (LLM.int8)
+    quant_type: str = MISSING  # 4-bit only: nf4 | fp4
+    double_quant: bool = MISSING  # 4-bit only: quantize the quantization constants too
+    compute_dtype: str = MISSING  # dtype the 4-bit weights are dequantized to for each matmul
 
 
 @dataclass
 class PeftConfig:
-    method: str = "lora"  # lora | qlora
-    r: int = 8
-    alpha: int = 16
-    dropout: float = 0.0
-    quantization: QuantizationConfig | None = None  # qlora: how bitsandbytes stores the frozen base
+    method: str = MISSING  # PEFT_METHODS
+    r: int = MISSING
+    alpha: int = MISSING
+    dropout: float = MISSING
+    quantization: QuantizationConfig | None = None  # qlora: how bitsandbytes stores the frozen base; None for lora
 
 
 @dataclass
 class TrainConfig:
-    epochs: float = 3
-    lr: float = 3e-4
-    lr_scheduler: str = "cosine"
-    warmup_steps: float = 0.05
-    weight_decay: float = 0.0
-    batch_size: int = 8
-    grad_accum: int = 1
-    max_steps: int = -1
-    bf16: bool = True
-    gradient_checkpointing: bool = False
-    logging_steps: int = 5
+    epochs: float = MISSING
+    lr: float = MISSING
+    lr_scheduler: str = MISSING
+    warmup_steps: float = MISSING
+    weight_decay: float = MISSING
+    batch_size: int = MISSING
+    grad_accum: int = MISSING
+    max_steps: int = MISSING
+    bf16: bool = MISSING
+    gradient_checkpointing: bool = MISSING
+    logging_steps: int = MISSING
     # eval_steps and checkpoint_steps: a whole number is optimizer steps, a fraction (< 1) a share of an epoch
-    eval_steps: float = 10
-    eval_max_examples: int | None = None  # validation while training on a seeded sample of this many; None: all
-    checkpoint_steps: float = 20  # a resumable checkpoint every N steps (a multiple of logging_steps); 0: none
-    max_length: int | None = None  # tokens per example for every task; None: each task's own max_length
-    padding_free: bool = False  # one row per batch, no padding (see medtune.training.make_batch)
-    group_by_length: bool = False  # batches of similar lengths: less padding
-    attn_implementation: str = "sdpa"  # eager | sdpa | flash_attention_2 (see conf/train/cpu.yaml for eager)
-    torch_compile: bool = False  # torch.compile the model before training (see conf/train/*.yaml for when it pays)
-    launcher: str = "python"  # python: one process | accelerate: `accelerate launch` with accelerate_config
-    accelerate_config: str = "conf/accelerate/ddp_cpu.yaml"
+    eval_steps: float = MISSING
+    eval_max_examples: int | None = MISSING  # validation while training on a seeded sample of this many; None: all
+    checkpoint_steps: float = MISSING  # a resumable checkpoint every N steps (a multiple of logging_steps); 0: none
+    max_length: int | None = MISSING  # tokens per example for every task; None: each task's own max_length
+    padding_free: bool = MISSING  # one row per batch, no padding (see medtune.training.make_batch)
+    group_by_length: bool = MISSING  # batches of similar lengths: less padding
+    attn_implementation: str = MISSING  # ATTENTION
+    torch_compile: bool = MISSING  # torch.compile the model before training
+    launcher: str = MISSING  # LAUNCHERS: one process, or `accelerate launch` with accelerate_config
+    accelerate_config: str = MISSING
 
 
 @dataclass
 class DataConfig:
-    source: str = "local"  # local | hub
-    path: str | None = None  # what DVC tracks for the task: the data file, or the folder holding its split files
-    hub_id: str | None = None
-    revision: str | None = None
-    hub_split: str = "train"  # hub: the split read as train when `splits` names none
+    source: str = MISSING  # DATA_SOURCES
+    path: str | None = MISSING  # what DVC tracks for the task: the data file, or the folder holding its split files
+    hub_id: str | None = MISSING
+    revision: str | None = MISSING
+    hub_split: str = MISSING  # hub: the split read as train when `splits` names none
     # the task's own splits: name -> a file or list of files inside the `path` folder (local), or a hub split name;
     # the splits not named are carved from train by seed (`split`)
-    splits: dict[str, Any] = field(default_factory=dict)
-    split_max_records: dict[str, int] = field(default_factory=dict)  # e.g. {validation: 500}: a seeded sample
-    on_leakage: str = "warn"  # the same text in two named splits: warn (counted in stats.json) | error
-    columns: dict[str, str] = field(default_factory=dict)  # our field -> source column
-    id_column: str | None = None  # null: ids are made from the record number
-    max_records: int | None = None  # keep a seeded random sample of this many records
-    tag_names: list[str] | None = None  # token_classification: names of integer tags (Hugging Face ner_tags)
-    tag_scheme: str = "iob2"  # token_classification: the tags column's scheme, iob2 | iobes (S-X, E-X: read as IOB2)
-    on_invalid: str = "error"  # error | drop
-    provenance: str = ""  # who wrote or published the data, and its terms; goes into the model card
+    splits: dict[str, Any] = MISSING
+    split_max_records: dict[str, int] = MISSING  # e.g. {validation: 500}: a seeded sample
+    on_leakage: str = MISSING  # ON_LEAKAGE
+    columns: dict[str, str] = MISSING  # our field -> source column
+    id_column: str | None = MISSING  # None: ids are made from the record number
+    max_records: int | None = MISSING  # keep a seeded random sample of this many records; None: all
+    tag_names: list[str] | None = MISSING  # token_classification: names of integer tags (Hugging Face ner_tags)
+    tag_scheme: str = MISSING  # TAG_SCHEMES
+    on_invalid: str = MISSING  # ON_INVALID
+    provenance: str = MISSING  # who wrote or published the data, and its terms; goes into the model card
 
 
 @dataclass
 class SplitConfig:
-    validation: float = 0.1
-    test: float = 0.1
+    validation: float = MISSING
+    test: float = MISSING
 
 
 @dataclass
 class GenerationConfig:
-    max_new_tokens: int = 96
+    max_new_tokens: int = MISSING
 
 
 @dataclass
 class TaskConfig:
-    kind: str = "sft"  # sft | token_classification
-    description: str = ""
+    kind: str = MISSING  # KINDS
+    description: str = MISSING
     data: DataConfig = field(default_factory=DataConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
-    system: str = ""
-    prompt_template: str = "{prompt}"  # the user turn; {prompt} is the record's prompt field
-    max_length: int = 384
-    metrics: list[str] = field(default_factory=lambda: ["rouge_l"])  # names in medtune.metrics.TEXT_METRICS
-    labels: list[str] = field(default_factory=list)  # token_classification: the IOB2 label list (O first)
-    orphan_inside: str = "error"  # token_classification: error | repair (an I-X without B-X becomes B-X)
+    system: str = MISSING
+    prompt_template: str = MISSING  # the user turn; {prompt} is the record's prompt field
+    max_length: int = MISSING
+    metrics: list[str] = MISSING  # METRIC_NAMES
+    labels: list[str] = MISSING  # token_classification: the IOB2 label list (O first)
+    orphan_inside: str = MISSING  # ORPHAN_INSIDE
     generation: GenerationConfig = field(default_factory=GenerationConfig)
-    train: dict[str, Any] = field(default_factory=dict)  # overrides of the global `train` config for this task
+    train: dict[str, Any] = MISSING  # overrides of the global `train` config for this task
 
 
 @dataclass
 class EvalConfig:
-    batch_size: int = 16
-    max_examples: int | None = None
-    bootstrap_samples: int = 1000  # resamples of the test examples for each metric's interval; 0: no intervals
-    confidence: float = 0.95  # of the intervals, and of the report's paired comparisons
-    near_copy_distance: float = (
-        0.1  # near_copy_rate: outputs within this word edit distance (over length) of the source
-    )
+    batch_size: int = MISSING
+    max_examples: int | None = MISSING  # None: the whole test split
+    bootstrap_samples: int = MISSING  # resamples of the test examples for each metric's interval; 0: no intervals
+    confidence: float = MISSING  # of the intervals, and of the report's paired comparisons
+    near_copy_distance: float = MISSING  # near_copy_rate: outputs within this word edit distance (over length)
 
 
 @dataclass
 class JudgeConfig:
-    enabled: bool = False
-    url: str | None = None  # OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1
-    model: str | None = None
-    api_key_env: str | None = "OPENAI_API_KEY"  # the environment variable holding the key (never the key itself)
-    tasks: list[str] = field(default_factory=lambda: ["simplification"])
-    max_examples: int = 20
-    timeout_s: float = 60.0
+    enabled: bool = MISSING
+    url: str | None = MISSING  # OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1
+    model: str | None = MISSING
+    api_key_env: str | None = MISSING  # the environment variable holding the key (never the key itself)
+    tasks: list[str] = MISSING
+    max_examples: int = MISSING
+    timeout_s: float = MISSING
 
 
 @dataclass
 class ScopeConfig:
-    c: float = 1.0  # inverse regularisation strength of the logistic regression
-    threshold: float = 0.5  # P(in scope) at or above which a question is answered
-
-
-GGUF_TYPES = ("f32", "f16", "q8_0", "q4_k_m")
+    c: float = MISSING  # inverse regularisation strength of the logistic regression
+    threshold: float = MISSING  # P(in scope) at or above which a question is answered
 
 
 @dataclass
 class ExportConfig:
-    tasks: list[str] = field(default_factory=list)  # generative tasks to export (opt-in; none by default)
-    types: list[str] = field(default_factory=lambda: ["f16", "q8_0"])  # of f32, f16, q8_0, q4_k_m
-    ollama: str = "q8_0"  # the type the Modelfile serves
+    tasks: list[str] = MISSING  # generative tasks to export (opt-in)
+    types: list[str] = MISSING  # GGUF_TYPES
+    ollama: str = MISSING  # the type the Modelfile serves
 
 
 @dataclass
 class PrivacyConfig:
-    phi: str = "warn"  # what prepare does with a possible identifier (medtune.privacy): error | warn | redact
+    phi: str = MISSING  # PHI_POLICIES: what prepare does with a possible identifier (medtune.privacy)
 
 
 @dataclass
@@ -211,8 +240,8 @@ class Params:
     model: ModelConfig = field(default_factory=ModelConfig)
     peft: PeftConfig = field(default_factory=PeftConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    tasks: dict[str, TaskConfig] = field(default_factory=dict)
-    seed: int = 42
+    tasks: dict[str, TaskConfig] = field(default_factory=dict)  # free names; an empty map is a run of no task
+    seed: int = MISSING
     eval: EvalConfig = field(default_factory=EvalConfig)
     judge: JudgeConfig = field(default_factory=JudgeConfig)
     scope: ScopeConfig = field(default_factory=ScopeConfig)
@@ -220,8 +249,11 @@ class Params:
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
 
 
-def validate(raw: dict[str, Any], source: str = PARAMS_FILE) -> DictConfig:
-    """Check `raw` against the schema and return it typed; raise `ConfigError` naming the bad key."""
+def validate(raw: dict[str, Any], source: str = PARAMS_FILE) -> Params:
+    """Check `raw` against the schema, then every value (medtune.checks), and return it typed; raise `ConfigError`
+    naming the bad key."""
+    from medtune.checks import check_params  # checks reads this module's schema and choices
+
     schema = OmegaConf.structured(Params)
     try:
         _check_raw(raw, schema, source)
@@ -233,93 +265,8 @@ def validate(raw: dict[str, Any], source: str = PARAMS_FILE) -> DictConfig:
         raise ConfigError("-", f"{source} nests lists or mappings too deeply") from None
     if missing:
         raise ConfigError(missing[0], f"is required but missing in {source}")
-    _check_choices(cfg)
-    _check_counts(cfg)
-    _check_export(cfg.export, cfg.tasks)
-    _check_train(cfg.train, "train")
-    for task in cfg.tasks:
-        train_config(cfg, task)  # each task's own train overrides, refused here rather than in its train stage
+    check_params(cfg)
     return cfg
-
-
-def _check_choices(cfg: DictConfig) -> None:
-    """Keys that name one of a few things, checked before any stage runs (else the first stage to read one fails)."""
-    if cfg.model.weights.dtype not in WEIGHT_DTYPES:
-        dtype = cfg.model.weights.dtype
-        raise ConfigError("model.weights.dtype", f"unknown dtype {dtype!r}; use {', '.join(WEIGHT_DTYPES)}")
-    from medtune.data import check_task  # light modules: datasets and the scoring libraries load only when used
-    from medtune.metrics import check_metric_names
-
-    for name, task in cfg.tasks.items():
-        if task.kind not in KINDS:
-            raise ConfigError(f"tasks.{name}.kind", f"unknown kind {task.kind!r}; use {' or '.join(KINDS)}")
-        if "{prompt}" not in task.prompt_template:
-            raise ConfigError(f"tasks.{name}.prompt_template", f"{task.prompt_template!r} must contain {{prompt}}")
-        check_task(task, f"tasks.{name}")
-        check_metric_names(task.metrics, f"tasks.{name}.metrics")  # else evaluate would, after the whole training
-    if cfg.judge.enabled and not (cfg.judge.url and cfg.judge.model):
-        raise ConfigError(
-            "judge.url", "set judge.url and judge.model (an OpenAI-compatible endpoint) or judge.enabled=false"
-        )
-    if cfg.privacy.phi not in PHI_POLICIES:
-        raise ConfigError("privacy.phi", f"unknown policy {cfg.privacy.phi!r}; use {', '.join(PHI_POLICIES)}")
-
-
-def _check_train(train: DictConfig, key: str) -> None:
-    if train.launcher not in LAUNCHERS:
-        raise ConfigError(f"{key}.launcher", f"unknown launcher {train.launcher!r}; use {' or '.join(LAUNCHERS)}")
-    if train.attn_implementation not in ATTENTION:
-        raise ConfigError(
-            f"{key}.attn_implementation",
-            f"unknown attention {train.attn_implementation!r}; use {', '.join(ATTENTION)}",
-        )
-    if train.logging_steps < 1:
-        raise ConfigError(f"{key}.logging_steps", f"must be 1 or more, not {train.logging_steps}")
-    _check_interval(train.eval_steps, f"{key}.eval_steps")
-    if train.checkpoint_steps != 0:
-        _check_interval(train.checkpoint_steps, f"{key}.checkpoint_steps", " or 0 for none")
-    if train.checkpoint_steps >= 1 and train.checkpoint_steps % train.logging_steps:  # fractions are rounded up to one
-        raise ConfigError(
-            f"{key}.checkpoint_steps",
-            f"must be 0 or a multiple of logging_steps ({train.logging_steps}), not {train.checkpoint_steps:g}: "
-            "a run resumed from a checkpoint then logs the same loss curve as one that was never stopped",
-        )
-    if train.eval_max_examples is not None and train.eval_max_examples < 1:
-        raise ConfigError(
-            f"{key}.eval_max_examples", f"must be 1 or more (or null for all), not {train.eval_max_examples}"
-        )
-
-
-def _check_interval(value: float, key: str, otherwise: str = "") -> None:
-    """How often training does something: every N optimizer steps (a whole number) or every fraction of an epoch
-    (above 0, below 1; medtune.training.interval_steps). 2.5 is neither: refused, not silently rounded."""
-    if value <= 0 or (value >= 1 and not float(value).is_integer()):
-        raise ConfigError(
-            key,
-            f"must be a whole number of steps (1 or more) or a fraction of an epoch (above 0, below 1){otherwise}, "
-            f"not {value:g}",
-        )
-
-
-def _check_counts(cfg: DictConfig) -> None:
-    """Example and record limits are counts: a negative one would silently drop examples from the end
-    (`examples[:-1]`) instead of failing."""
-    limits = {"eval.max_examples": cfg.eval.max_examples, "judge.max_examples": cfg.judge.max_examples}
-    for name, task in cfg.tasks.items():
-        limits[f"tasks.{name}.data.max_records"] = task.data.max_records
-        limits.update({f"tasks.{name}.data.split_max_records.{s}": n for s, n in task.data.split_max_records.items()})
-    for key, value in limits.items():
-        if value is not None and value < 1:
-            raise ConfigError(key, f"must be 1 or more (or null for all), not {value}")
-    if cfg.eval.bootstrap_samples < 0:
-        samples = cfg.eval.bootstrap_samples
-        raise ConfigError("eval.bootstrap_samples", f"must be 0 (no intervals) or more, not {samples}")
-    if not 0 <= cfg.eval.near_copy_distance < 1:
-        raise ConfigError(
-            "eval.near_copy_distance", f"must be 0 or more and below 1, not {cfg.eval.near_copy_distance:g}"
-        )
-    if not 0 < cfg.eval.confidence < 1:
-        raise ConfigError("eval.confidence", f"must be above 0 and below 1 (0.95: 95%), not {cfg.eval.confidence:g}")
 
 
 def _check_raw(raw: Any, schema: DictConfig | ListConfig | None, source: str, key: str = "") -> None:
@@ -348,23 +295,7 @@ def _check_raw(raw: Any, schema: DictConfig | ListConfig | None, source: str, ke
         _check_raw(value, _schema_child(schema, name) if isinstance(raw, dict) else None, source, where)
 
 
-def _check_export(export: DictConfig, tasks: DictConfig) -> None:
-    """The export stage runs once per export.tasks entry on that task's merged model, so each must be a generative
-    task of this run; its types must be GGUF types medtune writes."""
-    for name in export.tasks:
-        if name not in tasks or tasks[name].kind != "sft":
-            generative = ", ".join(t for t in tasks if tasks[t].kind == "sft") or "none"
-            raise ConfigError("export.tasks", f"{name!r} is not a generative task of this run (those: {generative})")
-    for gguf_type in export.types:
-        if gguf_type not in GGUF_TYPES:
-            raise ConfigError("export.types", f"unknown GGUF type {gguf_type!r}; use {', '.join(GGUF_TYPES)}")
-    if "q4_k_m" in export.types and "f16" not in export.types:
-        raise ConfigError("export.types", "q4_k_m is quantized from the f16 file: list f16 in export.types too")
-    if export.ollama not in export.types:
-        raise ConfigError("export.ollama", f"{export.ollama!r} is not in export.types {list(export.types)}")
-
-
-def load_params(path: str | Path = PARAMS_FILE) -> DictConfig:
+def load_params(path: str | Path = PARAMS_FILE) -> Params:
     """Read and validate params.yaml."""
     path = Path(path)
     try:
@@ -382,56 +313,48 @@ def load_params(path: str | Path = PARAMS_FILE) -> DictConfig:
     return validate(raw, str(path))
 
 
-def train_config(params: DictConfig, task: str) -> DictConfig:
+def train_config(params: Params, task: str) -> TrainConfig:
     """The global `train` config with the task's own `train` overrides applied (unknown keys are refused)."""
     try:
-        train = OmegaConf.merge(params.train, task_config(params, task).train)
+        return OmegaConf.merge(params.train, task_config(params, task).train)
     except OmegaConfBaseException as err:
         error = _config_error(err, PARAMS_FILE)
         raise ConfigError(f"tasks.{task}.{error.key}", error.problem) from None
-    _check_train(train, f"tasks.{task}.train")
-    own = task_config(params, task).train
-    if "max_length" in own:
-        raise ConfigError(
-            f"tasks.{task}.train.max_length",
-            f"is not read: set the task's tokens per example with tasks.{task}.max_length "
-            "(train.max_length sets one length for every task)",
-        )
-    if "accelerate_config" in own:  # dvc.yaml tracks the file of train.accelerate_config, the same for every task
-        raise ConfigError(
-            f"tasks.{task}.train.accelerate_config",
-            "is one file for the whole run: set train.accelerate_config (a task may still set its own launcher)",
-        )
-    return train
 
 
-def quantization_of(peft: DictConfig) -> DictConfig | None:
-    """The `peft.quantization` block the method trains with: None for lora, 4 or 8 bits for qlora.
-    Checked here, without bitsandbytes, so `medtune plan` refuses what training would refuse."""
-    if peft.method not in ("lora", "qlora"):
-        raise ConfigError("peft.method", f"unknown method {peft.method!r}; use peft=lora or peft=qlora")
-    if peft.method == "lora":
-        if peft.quantization is not None:
-            raise ConfigError("peft.quantization", "is only used with peft.method=qlora (select it with peft=qlora)")
-        return None
-    if peft.quantization is None or peft.quantization.bits not in (4, 8):
-        raise ConfigError("peft.quantization.bits", "qlora needs 4 or 8 bits (see conf/peft/qlora.yaml)")
-    return peft.quantization
-
-
-def max_length(params: DictConfig, task: str) -> int:
+def max_length(params: Params, task: str) -> int:
     """Tokens per example of a task: `train.max_length` when set (one knob for every task, e.g. the length a GPU
     was planned for with `medtune plan`), else the task's own `max_length`."""
     own = task_config(params, task).max_length
     return own if params.train.max_length is None else params.train.max_length
 
 
-def task_config(params: DictConfig, task: str) -> DictConfig:
+def task_config(params: Params, task: str) -> TaskConfig:
     """The config of one task, with a clear error for a task name that is not configured."""
     if task not in params.tasks:
         known = ", ".join(params.tasks) or "none"
         raise ConfigError(f"tasks.{task}", f"no such task in {PARAMS_FILE} (configured: {known})")
     return params.tasks[task]
+
+
+def split_files(value: Any) -> list:
+    """The files (or the hub split name) a `data.splits` entry names: one, or a list."""
+    return [value] if isinstance(value, str) else list(value) if isinstance(value, list | ListConfig) else []
+
+
+def carved_shares(task: TaskConfig) -> dict[str, float]:
+    """The shares of the splits carved from train by seed: validation and test, unless the task names them."""
+    return {name: task.split[name] for name in ("validation", "test") if name not in task.data.splits}
+
+
+def conf_section(schema: type, file: str | Path, key: str | None = None, **values: Any) -> Any:
+    """One section of the config as a conf/ file gives it, `values` over it, typed by its `schema` dataclass: how
+    tests and benchmarks build, say, the tiny model's weights without composing a whole params.yaml, so that the
+    defaults stay in conf/ alone. E.g. `conf_section(WeightsConfig, "conf/model/tiny-random.yaml", "weights")`."""
+    node = OmegaConf.load(file)
+    node = node[key] if key else node
+    given = {name: value for name, value in node.items() if name != "defaults"}  # a Hydra defaults list: not a key
+    return OmegaConf.merge(OmegaConf.structured(schema), given, values)
 
 
 def compose_params(root: str | Path = ".", overrides: list[str] | None = None, out: str | Path | None = None) -> Path:
@@ -489,7 +412,7 @@ def _schema_child(node: Any, key: str) -> DictConfig | ListConfig | None:
     where `key` holds a single value. A section that defaults to null (peft.quantization) has its keys in its type."""
     if not isinstance(node, DictConfig) or node._is_none():
         return None
-    if key not in node:  # tasks.<name>: the element type of a map of sections
+    if key not in node.keys():  # noqa: SIM118 (`in` skips MISSING keys) tasks.<name>: a map of sections
         element = node._metadata.element_type
         return _schema_of(element) if is_dataclass(element) else None
     child = node._get_node(key)

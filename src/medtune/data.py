@@ -17,154 +17,23 @@ import sys
 import unicodedata
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
-from omegaconf import ListConfig
-
 from medtune import hub
+from medtune.config import IOB2_TAG, SPLITS, DataConfig, TaskConfig, carved_shares, split_files
 from medtune.errors import ConfigError, DataError
 
 Row = tuple[str, Any]  # (where: "file:line" or "file (record N)", the row as read, or a DataError if unparseable)
-SPLITS = ("train", "validation", "test")
-SFT_FIELDS = ("prompt", "response")
-TOKEN_LAYOUTS = ({"tokens", "tags"}, {"text", "entities"})  # the two column layouts of token_classification data
-SOURCES = ("local", "hub")
-ON_INVALID = ("error", "drop")  # a bad record stops prepare, or is skipped and counted
-ON_LEAKAGE = ("warn", "error")  # the same text in two named splits: counted in stats.json and logged, or refused
-ORPHAN_INSIDE = ("error", "repair")  # an I-X without B-X before it is refused, or read as B-X
-IOB2_TAG = re.compile(r"^(O|[BI]-[A-Za-z][\w-]*)$")
 IOBES_TAG = re.compile(r"^(O|[BIES]-[A-Za-z][\w-]*)$")
 ANY_TAG = re.compile(r"^(O|[A-Z]-\S+)$")  # what a CoNLL tag column looks like, in any scheme
-TAG_SCHEMES = ("iob2", "iobes")  # the tag scheme of tokens/tags data; iobes (S-X, E-X) is read as IOB2
 CONLL_SUFFIXES = (".conll", ".tsv", ".txt", ".iob", ".bio")  # all read as CoNLL
 CHAT_ROLES = {"system": "system", "user": "user", "assistant": "assistant", "human": "user", "gpt": "assistant"}
 WORD = re.compile(r"\w+(?:[-'.]\w+)*|[^\w\s]")  # words (with inner - ' .) and single punctuation marks
 SURROGATE = re.compile("[\ud800-\udfff]")  # JSON can escape half of a UTF-16 pair (\\ud800); UTF-8 cannot hold it
 
 
-def check_task(task: Any, key: str) -> None:
-    """Refuse data settings of a task (`key`: its config key, `tasks.<name>`) that no dataset could satisfy.
-
-    `config.validate` calls this when params are read, so a wrong value fails before any stage runs and the
-    error names the task's own key; the functions below take a checked task and do not check again.
-    """
-    data = task.data
-    _check_choice(f"{key}.data.source", data.source, SOURCES)
-    _check_data_path(data, f"{key}.data")
-    if data.source == "hub" and not data.hub_id:
-        raise ConfigError(f"{key}.data.hub_id", "is empty; set the dataset id, e.g. keivalya/MedQuad-MedicalQnADataset")
-    _check_choice(f"{key}.data.on_invalid", data.on_invalid, ON_INVALID)
-    _check_choice(f"{key}.data.on_leakage", data.on_leakage, ON_LEAKAGE)
-    _check_named_splits(data, f"{key}.data")
-    unknown = sorted(set(data.split_max_records) - set(SPLITS))
-    if unknown:
-        raise ConfigError(f"{key}.data.split_max_records", f"unknown split {unknown[0]!r}; use {', '.join(SPLITS)}")
-    carved = carved_shares(task)
-    for name, share in carved.items():  # training evaluates on validation, the evaluate stage reports on test
-        if not 0 < share < 1:
-            raise ConfigError(f"{key}.split.{name}", f"must be a share above 0 and below 1 (e.g. 0.1), not {share}")
-    if sum(carved.values()) >= 1:
-        shares = " and ".join(f"{name}={share}" for name, share in carved.items())
-        raise ConfigError(f"{key}.split", f"{shares} leave no train split: their sum must be below 1")
-    if task.kind == "sft":
-        missing = [] if "messages" in data.columns else [f for f in SFT_FIELDS if f not in data.columns]
-        if missing:
-            raise ConfigError(f"{key}.data.columns", f"must map {', '.join(missing)} to a source column")
-        check_formats(task, key)
-        return
-    if not any(layout <= data.columns.keys() for layout in TOKEN_LAYOUTS):
-        raise ConfigError(f"{key}.data.columns", "must map `tokens` and `tags`, or `text` and `entities`")
-    _check_choice(f"{key}.orphan_inside", task.orphan_inside, ORPHAN_INSIDE)
-    _check_labels(list(task.labels), f"{key}.labels")
-    check_formats(task, key)
-
-
-def check_formats(task: Any, key: str) -> None:
-    """The settings of the data formats a task reads (`check_task` calls this last): the tag scheme of tokens/tags
-    data (`iob2`, or `iobes`, read as IOB2), and the chat layout of sft data (`columns: {messages: <column>}`)."""
-    data = task.data
-    _check_choice(f"{key}.data.tag_scheme", data.tag_scheme, TAG_SCHEMES)
-    if data.tag_scheme != "iob2" and task.kind != "token_classification":
-        raise ConfigError(f"{key}.data.tag_scheme", "only applies to token_classification tasks; remove it")
-    if data.tag_scheme != "iob2" and not {"tokens", "tags"} <= data.columns.keys():
-        raise ConfigError(
-            f"{key}.data.tag_scheme", "only applies to `tokens` and `tags` columns (`text` and `entities` make IOB2)"
-        )
-    both = [f for f in SFT_FIELDS if f in data.columns]
-    if task.kind == "sft" and "messages" in data.columns and both:
-        raise ConfigError(
-            f"{key}.data.columns",
-            f"maps messages (a chat per row) and {' and '.join(both)}: map one layout, not both",
-        )
-
-
-def _check_data_path(data: Any, key: str) -> None:
-    """`path` is the file or folder DVC tracks as this task's data (dvc.yaml: prepare's deps): inside the project,
-    given relative to its root. A hub dataset names the file that pins it (its task config) or its local folder."""
-    if not data.path:
-        what = "file or folder" if data.source == "local" else "task config file (e.g. conf/task/qa_medquad.yaml)"
-        raise ConfigError(f"{key}.path", f"is empty; set the {what} DVC tracks for this task's prepare stage")
-    path = PurePosixPath(data.path)
-    if path.is_absolute() or ".." in path.parts:
-        raise ConfigError(
-            f"{key}.path",
-            f"{data.path} is outside the project, where DVC cannot track it: give a path inside the project, relative "
-            "to its root. Copy the data in and `dvc add` it (git then keeps a small pointer file), or "
-            "`dvc import-url <url> data/<name>` to record where it came from (docs/data.md)",
-        )
-
-
-def _check_named_splits(data: Any, key: str) -> None:
-    """`splits`: the task's own splits, by name. Local: a file or a list of files inside the `path` folder; hub: the
-    dataset's split name. Train must be among them; the splits not named are carved from train."""
-    if not data.splits:
-        return
-    unknown = sorted(set(data.splits) - set(SPLITS))
-    if unknown:
-        raise ConfigError(f"{key}.splits", f"unknown split {unknown[0]!r}; name train, validation or test")
-    if "train" not in data.splits:
-        raise ConfigError(f"{key}.splits", "must name train (the splits not named are carved from it)")
-    for name, value in data.splits.items():
-        files = split_files(value)
-        if data.source == "hub" and not isinstance(value, str):
-            raise ConfigError(f"{key}.splits.{name}", f"a hub split is one name, e.g. {name}, not {value!r}")
-        if not files or any(not isinstance(f, str) or not f.strip() for f in files):
-            raise ConfigError(f"{key}.splits.{name}", f"must be a file name or a list of them, not {value!r}")
-        outside = [f for f in files if PurePosixPath(f).is_absolute() or ".." in PurePosixPath(f).parts]
-        if data.source == "local" and outside:
-            inside = f"must be a file inside {key}.path ({data.path}), given relative to it"
-            raise ConfigError(f"{key}.splits.{name}", f"{outside[0]} {inside}")
-
-
-def split_files(value: Any) -> list:
-    """The files (or the hub split name) a `splits` entry names: one, or a list."""
-    return [value] if isinstance(value, str) else list(value) if isinstance(value, list | ListConfig) else []
-
-
-def carved_shares(task: Any) -> dict[str, float]:
-    """The shares of the splits carved from train by seed: validation and test, unless the task names them."""
-    return {name: task.split[name] for name in ("validation", "test") if name not in task.data.splits}
-
-
-def _check_choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ConfigError(key, f"must be {' or '.join(map(repr, allowed))}, not {value!r}")
-
-
-def _check_labels(labels: list[str], key: str) -> None:
-    """The IOB2 label list of a token classification task: O first (label id 0), then B-/I- labels, no repeats."""
-    if not labels or labels[0] != "O":
-        raise ConfigError(key, f"must list O first, then the B-<Type> and I-<Type> labels; got {labels}")
-    malformed = [label for label in labels if not IOB2_TAG.match(label)]
-    if malformed:
-        raise ConfigError(key, f"{malformed[0]!r} is not an IOB2 label (O, B-<Type> or I-<Type>)")
-    repeated = [label for label in labels if labels.count(label) > 1]
-    if repeated:
-        raise ConfigError(key, f"{repeated[0]!r} is listed twice")
-
-
-def source_name(data: Any) -> str:
+def source_name(data: DataConfig) -> str:
     """How logs, stats.json and errors name a task's data: the local path, or `hub_id@revision`."""
     return data.path if data.source == "local" else f"{data.hub_id}@{data.revision or 'main'}"
 
@@ -178,7 +47,7 @@ class Source:
     tag_names: list[str] | None = None  # a hub dataset's names of integer tags (its ClassLabel feature)
 
 
-def read_source(data: Any, key: str) -> Source:
+def read_source(data: DataConfig, key: str) -> Source:
     """Read the rows of each split a task's checked data source names (`key`: its config key,
     `tasks.<name>.data`), each row tagged with where it came from."""
     if data.source == "hub":
@@ -360,7 +229,7 @@ def _conll_rows(path: Path) -> Iterator[Row]:
         yield f"{path}:{start}", problem or {"tokens": tokens, "tags": tags}
 
 
-def read_hub_source(data: Any, key: str) -> Source:
+def read_hub_source(data: DataConfig, key: str) -> Source:
     """The named splits (or `hub_split` as train) of a Hugging Face hub dataset at `revision`, or of a local folder
     in the same layout (`hub_id` a folder). A hub dataset is fetched as a snapshot, whose folder name is its commit.
     A dataset or split that cannot be loaded is a ConfigError on `key.hub_id` or the split's key."""
@@ -383,7 +252,7 @@ def read_hub_source(data: Any, key: str) -> Source:
     return Source(splits, commit, tag_names)
 
 
-def _hub_folder(data: Any, key: str) -> tuple[str, str | None]:
+def _hub_folder(data: DataConfig, key: str) -> tuple[str, str | None]:
     """A local folder holding the dataset's files, and the hub commit they are from (None for a local folder)."""
     if Path(data.hub_id).is_dir():
         return data.hub_id, None
@@ -422,7 +291,7 @@ def normalise_key(text: str) -> str:
 
 
 def to_task_records(
-    rows: list[Row], task: Any, source_tag_names: list[str] | None = None
+    rows: list[Row], task: TaskConfig, source_tag_names: list[str] | None = None
 ) -> tuple[list[dict], list[str]]:
     """Prepared records for a task config, by its kind (`sft` or `token_classification`). Integer tags are named
     by `data.tag_names`, else by `source_tag_names` (what a hub dataset declares)."""
@@ -590,7 +459,7 @@ def name_ids_by_split(records: list[dict], split: str) -> list[dict]:
     return [{**r, "id": f"{split}-{r['id'].removeprefix('row-')}"} for r in records]
 
 
-def split_plan(task: Any) -> dict[str, str]:
+def split_plan(task: TaskConfig) -> dict[str, str]:
     """Where each split comes from, for stats.json and the model card: given by the dataset, or carved from train."""
     data, carved = task.data, carved_shares(task)
     given = dict(data.splits) or {"train": data.hub_split if data.source == "hub" else data.path}

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from medtune.bootstrap import Bootstrap, finish, statistic
+from medtune.config import EvalConfig, JudgeConfig, TaskConfig
 from medtune.generation import example_nll, generate, predict_tags
 from medtune.judge import judge_simplifications
 from medtune.metrics import direction, entity_statistics, seqeval_scores, tag_confusion, text_statistics
@@ -37,9 +38,15 @@ class Evaluation:
 
 
 def evaluate_generation(
-    task: Any, records: list[dict], examples: list[dict], tokenizer: Any, models: Models, eval_cfg: Any, seed: int,
-    judge: Any,
-) -> Evaluation:  # fmt: skip
+    task: TaskConfig,
+    records: list[dict],
+    examples: list[dict],
+    tokenizer: Any,
+    models: Models,
+    eval_cfg: EvalConfig,
+    seed: int,
+    judge: JudgeConfig | None,
+) -> Evaluation:
     """Perplexity of the references, greedy generations scored by the task's metrics, optional judge."""
     prompts = [render_record_prompt(tokenizer, r, task.system, task.prompt_template) for r in records]
     sources, references = [r["prompt"] for r in records], [r["response"] for r in records]
@@ -71,7 +78,7 @@ def evaluate_generation(
 
 
 def evaluate_tagging(
-    task: Any, records: list[dict], examples: list[dict], models: Models, eval_cfg: Any, seed: int
+    task: TaskConfig, records: list[dict], examples: list[dict], models: Models, eval_cfg: EvalConfig, seed: int
 ) -> Evaluation:
     """seqeval entity scores (strict IOB2) of the fine-tuned tagger and of the base model with an untrained head
     (the floor), plus the fine-tuned model's tag confusion counts."""
@@ -99,7 +106,7 @@ def evaluate_tagging(
 
 
 def _with_intervals(
-    results: dict, statistics: dict, ids: list[str], eval_cfg: Any, seed: int, samples: list[dict], plots: dict,
+    results: dict, statistics: dict, ids: list[str], eval_cfg: EvalConfig, seed: int, samples: list[dict], plots: dict,
     speed: dict,
 ) -> Evaluation:  # fmt: skip
     """The Evaluation, each headline metric of each model given its bootstrap interval (`eval.bootstrap_samples`

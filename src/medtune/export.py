@@ -24,13 +24,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from medtune.config import TaskConfig, head_dim
 from medtune.errors import ConfigError, ModelError
-
-# The round trip must stay within these multiples of the largest |logit| (max |logit difference| / max |logit|).
-# Measured on the qa and terminology models (SmolLM2-135M, logits up to ~40): f16 1.0-1.6e-3, q8_0 3.1-4.2e-2,
-# q4_k_m 0.14-0.37 (same top token 100%, 97-99%, 85-87%). A wrong tensor layout (Q/K rows not reordered) is off
-# by about the size of the logits themselves (0.69 on the tiny model with sharpened attention, tests/test_export.py).
-MAX_RELATIVE_LOGIT_DIFF = {"f32": 1e-5, "f16": 1e-2, "q8_0": 0.1, "q4_k_m": 0.5}
+from medtune.modeling import compare_logits, probe_logits
 
 _QUANT_BLOCK = 32  # q8_0 quantizes rows in blocks of 32 values; a narrower row stays f16, as llama.cpp does
 
@@ -76,7 +72,6 @@ def _check_supported(config: Any, model_dir: Path) -> None:
 
 
 def _add_hyperparameters(writer: Any, config: Any, name: str) -> None:
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     writer.add_name(name)
     writer.add_context_length(config.max_position_embeddings)
     writer.add_embedding_length(config.hidden_size)
@@ -84,7 +79,7 @@ def _add_hyperparameters(writer: Any, config: Any, name: str) -> None:
     writer.add_feed_forward_length(config.intermediate_size)
     writer.add_head_count(config.num_attention_heads)
     writer.add_head_count_kv(config.num_key_value_heads)
-    writer.add_rope_dimension_count(head_dim)
+    writer.add_rope_dimension_count(head_dim(config))
     writer.add_rope_freq_base(float((config.rope_parameters or {}).get("rope_theta", 10000.0)))
     writer.add_layer_norm_rms_eps(float(config.rms_norm_eps))
     writer.add_vocab_size(config.vocab_size)
@@ -192,32 +187,29 @@ def _stderr_to(file: Any) -> Iterator[None]:
 
 
 def gguf_logit_check(model: Any, gguf_file: Path, probe: list[list[int]]) -> dict:
-    """Load `gguf_file` with transformers and compare its logits with `model`'s on the `probe` sequences."""
+    """Load `gguf_file` with transformers and compare its logits with `model`'s on the `probe` sequences
+    (`compare_logits`); also how often both pick the same top token, and the file's size."""
     from transformers import AutoModelForCausalLM
 
     loaded = AutoModelForCausalLM.from_pretrained(
         gguf_file.parent, gguf_file=gguf_file.name, dtype=torch.float32, trust_remote_code=False
     ).eval()
-    max_diff = max_logit = 0.0
-    same_top1 = total = 0
-    with torch.no_grad():
-        for ids in probe:
-            batch = torch.tensor([ids])  # the GGUF model stays on the CPU; `model` may be on a GPU
-            want, got = model(input_ids=batch.to(model.device)).logits[0].cpu(), loaded(input_ids=batch).logits[0]
-            max_diff = max(max_diff, (want - got).abs().max().item())
-            max_logit = max(max_logit, want.abs().max().item())
-            same_top1 += (want.argmax(-1) == got.argmax(-1)).sum().item()
-            total += len(ids)
+    want, got = probe_logits(model, probe), probe_logits(loaded, probe)
     return {
-        "max_abs_logit_diff": max_diff,
-        "max_abs_logit": max_logit,
-        "relative_logit_diff": max_diff / max_logit,
-        "top1_agreement": same_top1 / total,
+        **compare_logits(want, got),
+        "top1_agreement": _top1_agreement(want, got),
         "size_mb": round(gguf_file.stat().st_size / 2**20, 1),
     }
 
 
-def ollama_modelfile(name: str, gguf_name: str, tokenizer: Any, task: Any) -> str:
+def _top1_agreement(reference: list[torch.Tensor], candidate: list[torch.Tensor]) -> float:
+    """The share of probe positions where both models' logits pick the same next token: what a quantized file's
+    greedy decoding keeps of the original's, which the logit difference alone does not say."""
+    same = sum((r.argmax(-1) == c.argmax(-1)).sum().item() for r, c in zip(reference, candidate, strict=True))
+    return same / sum(len(r) for r in reference)
+
+
+def ollama_modelfile(name: str, gguf_name: str, tokenizer: Any, task: TaskConfig) -> str:
     """An Ollama Modelfile: the task's system prompt, its user-turn template and greedy decoding, as evaluated.
 
     The template is written for ChatML models (SmolLM2, Qwen, ...); for any other chat format the TEMPLATE line is

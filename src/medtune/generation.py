@@ -70,14 +70,18 @@ def target_positions(labels: torch.Tensor) -> torch.Tensor:
     return (labels[:, 1:] != IGNORE_INDEX).any(dim=0).nonzero().squeeze(1)
 
 
-def response_nll(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed cross-entropy of the labelled tokens and how many there are, from logits computed only at
-    `target_positions(labels)`: the training loss and the evaluate stage's perplexity are this one sum."""
+def response_nll(
+    logits: torch.Tensor, labels: torch.Tensor, reduction: str = "sum"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cross-entropy of the labelled tokens and which tokens are labelled, from logits computed only at
+    `target_positions(labels)`: the training loss and the evaluate stage's perplexity are this one computation.
+    `reduction="sum"` gives one sum (training); "none" one value per token, rows x positions, which evaluate sums
+    per example. The mask of labelled tokens has the same rows x positions shape."""
     targets = labels[:, 1:][:, target_positions(labels)]
     nll = torch.nn.functional.cross_entropy(
-        logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE_INDEX, reduction="sum"
+        logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE_INDEX, reduction=reduction
     )
-    return nll, (targets != IGNORE_INDEX).sum()
+    return (nll.view_as(targets) if reduction == "none" else nll), targets != IGNORE_INDEX
 
 
 @torch.no_grad()
@@ -89,13 +93,9 @@ def example_nll(model: Any, examples: list[dict], batch_size: int, pad_token_id:
     rows = []
     for b in tqdm(range(0, len(examples), batch_size), desc="perplexity", unit="batch"):
         ids, mask, labels = (t.to(model.device) for t in _right_padded(examples[b : b + batch_size], pad_token_id))
-        positions = target_positions(labels)
-        logits = model(input_ids=ids, attention_mask=mask, logits_to_keep=positions).logits
-        targets = labels[:, 1:][:, positions]
-        nll = torch.nn.functional.cross_entropy(
-            logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE_INDEX, reduction="none"
-        ).view_as(targets)
-        rows += [[n, c] for n, c in zip(nll.sum(1).tolist(), (targets != IGNORE_INDEX).sum(1).tolist(), strict=True)]
+        logits = model(input_ids=ids, attention_mask=mask, logits_to_keep=target_positions(labels)).logits
+        nll, labelled = response_nll(logits, labels, reduction="none")
+        rows += [[n, c] for n, c in zip(nll.sum(1).tolist(), labelled.sum(1).tolist(), strict=True)]
     return rows
 
 

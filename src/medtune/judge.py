@@ -16,6 +16,7 @@ import re
 import urllib.request
 from typing import Any
 
+from medtune.config import JudgeConfig
 from medtune.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,7 @@ def parse_scores(reply: str) -> dict[str, int] | None:
     return values if all(1 <= v <= 10 for v in values.values()) else None
 
 
-def judge_simplifications(cfg: Any, sources: list[str], outputs: list[str]) -> dict[str, float | int | None]:
+def judge_simplifications(cfg: JudgeConfig, sources: list[str], outputs: list[str]) -> dict[str, float | int | None]:
     """Mean judge scores over the first `cfg.max_examples` (source, output) pairs, plus rated/failed counts.
     `cfg.url` and `cfg.model` are set: params.yaml is refused without them when the judge is enabled."""
     api_key = os.environ.get(cfg.api_key_env, "") if cfg.api_key_env else ""

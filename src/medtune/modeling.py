@@ -17,8 +17,8 @@ from typing import Any
 import torch
 
 from medtune import hub
-from medtune.config import WEIGHT_DTYPES, ArchitectureConfig
-from medtune.errors import ConfigError, ModelError
+from medtune.config import ArchitectureConfig, WeightsConfig, head_dim
+from medtune.errors import ModelError
 
 log = logging.getLogger(__name__)
 
@@ -38,17 +38,23 @@ CHATML_TEMPLATE = (
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 
+# How far a model made from another may stray from it on the probe sequences: max |logit difference| / max |logit|
+# (`check_logits`). The measurements behind each value: docs/config-choices.md, "Logit tolerances of merge and export".
+MAX_RELATIVE_LOGIT_DIFF = {
+    "merge": 1e-5,  # fp32 rounding only (~4e-6 on SmolLM2); a wrong merge is off by 1e-3 or more
+    "f32": 1e-5,  # GGUF f32 holds the same fp32 weights: rounding only
+    "f16": 1e-2,  # half-precision weights: 1.0-1.6e-3 measured
+    "q8_0": 0.1,  # 8-bit blocks: 3.1-4.2e-2 measured
+    "q4_k_m": 0.5,  # 4-bit k-quants: 0.14-0.37 measured, still below a wrong tensor layout's ~0.7
+}
 
-def build_base_model(weights: Any, out_dir: Path, allow_pickle: bool = False) -> dict:
+
+def build_base_model(weights: WeightsConfig, out_dir: Path, allow_pickle: bool = False) -> dict:
     """Write a safetensors model + tokenizer for `model.weights` into `out_dir`; return where it came from.
     `allow_pickle` (model.allow_pickle) lets a hub or local model with pickle weights only be read."""
     builders = {"gguf-package": _from_gguf_package, "hub": _from_hub_or_path, "tiny-random": _tiny_random}
-    if weights.source not in builders:
-        raise ConfigError(
-            "model.weights.source", f"unknown source {weights.source!r}; use one of {', '.join(builders)}"
-        )
     model, tokenizer, origin = builders[weights.source](weights, allow_pickle)
-    model.to(_dtype(weights.dtype))
+    model.to(getattr(torch, weights.dtype))
     model.save_pretrained(out_dir, safe_serialization=True)
     tokenizer.save_pretrained(out_dir)
     origin["parameters"] = sum(p.numel() for p in model.parameters())
@@ -71,7 +77,7 @@ def gguf_path_in_package(package: str, file: str) -> Path:
     return path
 
 
-def _from_gguf_package(weights: Any, allow_pickle: bool) -> tuple[Any, Any, dict]:
+def _from_gguf_package(weights: WeightsConfig, allow_pickle: bool) -> tuple[Any, Any, dict]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = gguf_path_in_package(weights.package, weights.file)
@@ -92,7 +98,7 @@ def _from_gguf_package(weights: Any, allow_pickle: bool) -> tuple[Any, Any, dict
     )
 
 
-def _from_hub_or_path(weights: Any, allow_pickle: bool) -> tuple[Any, Any, dict]:
+def _from_hub_or_path(weights: WeightsConfig, allow_pickle: bool) -> tuple[Any, Any, dict]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     folder, origin = resolve_weights_folder(weights, allow_pickle)
@@ -102,7 +108,7 @@ def _from_hub_or_path(weights: Any, allow_pickle: bool) -> tuple[Any, Any, dict]
     tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
     model = AutoModelForCausalLM.from_pretrained(
         folder,
-        dtype=_dtype(weights.dtype),
+        dtype=getattr(torch, weights.dtype),
         trust_remote_code=False,
         use_safetensors=None if allow_pickle else True,  # None: safetensors if there, else pickle
     )
@@ -120,7 +126,7 @@ def check_no_pickle_only(folder: Path) -> None:
         )
 
 
-def resolve_weights_folder(weights: Any, allow_pickle: bool = False) -> tuple[Path, dict]:
+def resolve_weights_folder(weights: WeightsConfig, allow_pickle: bool = False) -> tuple[Path, dict]:
     """A local folder with the model files: `weights.path` if set, else a hub snapshot at `weights.revision`
     (safetensors files only, unless `allow_pickle`)."""
     if weights.path:
@@ -128,8 +134,6 @@ def resolve_weights_folder(weights: Any, allow_pickle: bool = False) -> tuple[Pa
         if not (folder / "config.json").is_file():
             raise ModelError(f"model.weights.path={folder} is not a model folder (no config.json in it)")
         return folder, {"source": "path", "path": str(folder)}
-    if not weights.hub_id:
-        raise ConfigError("model.weights.hub_id", "set a hub id or model.weights.path for source 'hub'")
     from huggingface_hub import snapshot_download
 
     patterns = ["*.json", "*.safetensors", "tokenizer*", "*.model", "*.jinja", "*.txt", *(["*.bin"] * allow_pickle)]
@@ -147,7 +151,7 @@ def resolve_weights_folder(weights: Any, allow_pickle: bool = False) -> tuple[Pa
     return folder, {"source": "hub", "hub_id": weights.hub_id, "revision": weights.revision, "commit": folder.name}
 
 
-def _tiny_random(weights: Any, allow_pickle: bool) -> tuple[Any, Any, dict]:
+def _tiny_random(weights: WeightsConfig, allow_pickle: bool) -> tuple[Any, Any, dict]:
     """A tiny Llama and a byte-level ChatML tokenizer, both pure functions of the config (no files, no hub)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
@@ -184,13 +188,13 @@ def llama_config(arch: ArchitectureConfig, **extra: Any) -> Any:
         num_hidden_layers=arch.num_hidden_layers,
         num_attention_heads=arch.num_attention_heads,
         num_key_value_heads=arch.num_key_value_heads,
-        head_dim=arch.head_dim or arch.hidden_size // arch.num_attention_heads,
+        head_dim=head_dim(arch),
         tie_word_embeddings=arch.tie_word_embeddings,
         **extra,
     )
 
 
-def tiny_random_architecture(weights: Any) -> ArchitectureConfig:
+def tiny_random_architecture(weights: WeightsConfig) -> ArchitectureConfig:
     """The tiny model's shape: its `weights.*` fields, embeddings tied to the LM head, and one token per byte symbol,
     merge and special token (what `len(tokenizer)` of `_tiny_random` gives)."""
     return ArchitectureConfig(
@@ -202,12 +206,6 @@ def tiny_random_architecture(weights: Any) -> ArchitectureConfig:
         vocab_size=256 + len(TINY_MERGES) + len(TINY_SPECIAL_TOKENS),
         tie_word_embeddings=True,
     )
-
-
-def _dtype(name: str) -> torch.dtype:
-    if name not in WEIGHT_DTYPES:
-        raise ConfigError("model.weights.dtype", f"unknown dtype {name!r}; use one of {', '.join(WEIGHT_DTYPES)}")
-    return getattr(torch, name)
 
 
 def load_tokenizer(model_dir: str | Path, padding_side: str = "right") -> Any:
@@ -274,16 +272,40 @@ def merge_adapter(
 ) -> tuple[Any, dict]:
     """Merge a LoRA adapter into its base model (fp32): a causal LM, or a token classifier when `labels` is given.
 
-    Returns the merged model and the evidence that merging changed nothing: the largest absolute logit
-    difference between the adapter model and the merged model on the `probe` token sequences, and the
-    largest absolute logit, so the difference can be judged against float rounding at that scale.
+    Returns the merged model and the evidence that merging changed nothing: `compare_logits` of the adapter model
+    and the merged model on the `probe` token sequences.
     """
     base = load_causal_lm(base_dir) if labels is None else load_token_classifier(base_dir, labels).to(device())
     model = load_adapter(base, adapter_dir)
+    before = probe_logits(model, probe)  # merge_and_unload changes `model` in place
     with torch.no_grad():
-        before = [model(torch.tensor([ids], device=model.device)).logits for ids in probe]
         merged = model.merge_and_unload()
-        after = [merged(torch.tensor([ids], device=merged.device)).logits for ids in probe]
-    diff = max((a - b).abs().max().item() for a, b in zip(before, after, strict=True))
-    scale = max(a.abs().max().item() for a in before)
-    return merged, {"max_abs_logit_diff": diff, "max_abs_logit": scale, "relative_logit_diff": diff / scale}
+    return merged, compare_logits(before, probe_logits(merged, probe))
+
+
+@torch.no_grad()
+def probe_logits(model: Any, probe: list[list[int]]) -> list[torch.Tensor]:
+    """`model`'s logits on each probe sequence, on the CPU: a GGUF file read back runs there, while `model` may be
+    on a GPU."""
+    return [model(input_ids=torch.tensor([ids], device=model.device)).logits[0].cpu() for ids in probe]
+
+
+def compare_logits(reference: list[torch.Tensor], candidate: list[torch.Tensor]) -> dict:
+    """How far the logits of a model made from another (merged, converted to GGUF) are from the original's, over
+    `probe_logits` of both: the largest absolute difference, the largest absolute logit, and their ratio, which
+    judges the difference against float rounding at that scale (`check_logits`)."""
+    diff = max((r - c).abs().max().item() for r, c in zip(reference, candidate, strict=True))
+    scale = max(r.abs().max().item() for r in reference)
+    return {"max_abs_logit_diff": diff, "max_abs_logit": scale, "relative_logit_diff": diff / scale}
+
+
+def check_logits(check: dict, made_by: str, what: str, original: str) -> None:
+    """Refuse `what` (a merged model, a GGUF file) when its `compare_logits` with the `original` it was made from
+    differs by more than `MAX_RELATIVE_LOGIT_DIFF[made_by]` ("merge" or a GGUF type) allows: more than rounding,
+    so it was made wrongly, and the stage must not write it."""
+    allowed = MAX_RELATIVE_LOGIT_DIFF[made_by]
+    if check["relative_logit_diff"] > allowed:
+        raise ModelError(
+            f"{what} differs from {original} by {check['relative_logit_diff']:.2g} x the largest logit "
+            f"(allowed for {made_by}: {allowed:g}): it was made wrongly, not just rounded"
+        )

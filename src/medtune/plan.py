@@ -22,13 +22,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from medtune.config import ArchitectureConfig, max_length, quantization_of, train_config
+from medtune.config import ArchitectureConfig, ModelConfig, Params, head_dim, max_length, train_config
 from medtune.errors import ConfigError
 
 if TYPE_CHECKING:
-    from omegaconf import DictConfig
     from rich.console import Console
 
 GIB = 2**30
@@ -94,11 +93,6 @@ class MemoryPlan:
         return fixed + layer_inputs + max(self.recomputed_layer, self.logits)
 
 
-def head_dim(arch: ArchitectureConfig) -> int:
-    """Width of one attention head: stated by the model when it is not hidden_size / heads (Mistral-Nemo)."""
-    return arch.head_dim or arch.hidden_size // arch.num_attention_heads
-
-
 def projection_shapes(arch: ArchitectureConfig) -> dict[str, tuple[int, int]]:
     """(in_features, out_features) of each projection in a decoder layer. Grouped-query attention gives k and v
     only `num_key_value_heads` heads."""
@@ -156,8 +150,6 @@ def quantized_bytes(n_in: int, n_out: int, bits: int, double_quant: bool) -> flo
     n = n_in * n_out
     if bits == 8:
         return n + 4 * n_out
-    if bits != 4:
-        raise ConfigError("peft.quantization.bits", f"the planner knows 4 and 8 bits, not {bits}")
     blocks = n / 64
     absmax = blocks * (1 + 4 / 256) if double_quant else blocks * 4
     return n / 2 + absmax
@@ -170,8 +162,6 @@ def training_weight_bytes(dtype: str, method: str) -> int:
     7B-12B models), so plain LoRA keeps that dtype. For qlora, peft's `prepare_model_for_kbit_training` then upcasts
     every parameter that is not 4/8-bit (embeddings, LM head, norms) to fp32, whatever was stored.
     """
-    if dtype not in DTYPE_BYTES:
-        raise ConfigError("model.weights.dtype", f"the planner knows {', '.join(DTYPE_BYTES)}, not {dtype!r}")
     return 4 if method == "qlora" else DTYPE_BYTES[dtype]
 
 
@@ -338,13 +328,13 @@ def plan_memory(setup: TrainingSetup, overhead: int = CUDA_OVERHEAD) -> MemoryPl
     )
 
 
-def architecture_of(model: Any) -> ArchitectureConfig:
+def architecture_of(model: ModelConfig) -> ArchitectureConfig:
     """The model's shape: `model.architecture`; for the tiny random model its `weights.*` shape; else the config.json
     of a local `model.weights.path`. Raises ConfigError naming `model.architecture` when none of these exists."""
     if model.architecture is not None:
         return model.architecture
     if model.weights.source == "tiny-random":
-        from medtune.modeling import tiny_random_architecture
+        from medtune.modeling import tiny_random_architecture  # torch: only for the tiny model
 
         return tiny_random_architecture(model.weights)
     config_json = Path(model.weights.path or "") / "config.json"
@@ -357,7 +347,7 @@ def architecture_of(model: Any) -> ArchitectureConfig:
     )
 
 
-def saved_weights_bytes(model: Any) -> int | None:
+def saved_weights_bytes(model: ModelConfig) -> int | None:
     """Bytes of the model's weights saved in `model.weights.dtype` (what the base stage writes), or None when its
     architecture is unknown (a hub model without an `architecture:` block in conf/model/)."""
     try:
@@ -381,14 +371,14 @@ def architecture_from_config_json(path: Path) -> ArchitectureConfig:
     )
 
 
-def setup_from_params(params: DictConfig) -> tuple[TrainingSetup, str]:
+def setup_from_params(params: Params) -> tuple[TrainingSetup, str]:
     """medtune's training run as params.yaml configures it, and the task it is planned for: the one with the most
     tokens per batch (its `train` config, task overrides applied, times its max_length)."""
     if not params.tasks:
         raise ConfigError("tasks", "no task is configured, so there is no training run to plan")
     task = max(params.tasks, key=lambda name: train_config(params, name).batch_size * max_length(params, name))
     train, peft = train_config(params, task), params.peft
-    quantization = quantization_of(peft)
+    quantization = peft.quantization  # None for lora (medtune.checks)
     weight_bytes = training_weight_bytes(params.model.weights.dtype, peft.method)
     setup = TrainingSetup(
         architecture=architecture_of(params.model),

@@ -13,10 +13,10 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any
 
 from tqdm import tqdm
 
+from medtune.config import TaskConfig
 from medtune.data import read_local_rows
 from medtune.errors import DataError
 from medtune.io import atomic_write_text
@@ -79,7 +79,7 @@ def _finished_id(where: str, line: str) -> str | int:
 class Predictor:
     """Loads the model for the task kind once; `predict(texts)` gives the fields to add to each row."""
 
-    def __init__(self, task: Any, model_dir: Path) -> None:
+    def __init__(self, task: TaskConfig, model_dir: Path) -> None:
         from medtune.modeling import device, load_causal_lm, load_token_classifier, load_tokenizer
 
         self.task = task

@@ -28,6 +28,8 @@ from typing import Any
 
 from medtune.bootstrap import Bootstrap, statistic
 from medtune.errors import ConfigError
+from medtune.formatting import flatten, format_number
+from medtune.formatting import with_interval as with_interval  # re-exported: `medtune exp`'s table imports it here
 from medtune.io import atomic_write_text
 from medtune.machine import same_hardware
 from medtune.metrics import direction
@@ -334,21 +336,6 @@ def _is_headline(name: str, value: Any) -> bool:
     return isinstance(value, int | float) and direction(name) is not None and not per_type_detail
 
 
-def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
-    """Nested dicts as one dict with dotted keys, e.g. {"per_type.Disease.f1": 0.55}."""
-    flat = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
-def format_number(value: float | None) -> str:
-    return "—" if value is None else f"{value:.4g}"
-
-
 def _cell(value: Any) -> str:
     """Text for one Markdown table cell: no pipes or newlines, at most MAX_CELL_CHARS characters."""
     text = "—" if value is None else str(value)
@@ -374,13 +361,6 @@ def headline_intervals(metric_files: dict[str, Any]) -> dict[str, tuple[float, f
             for metric, bounds in content["data"].get("finetuned", {}).get("interval", {}).items():
                 found[f"{parts[1]}.{metric}"] = (bounds["low"], bounds["high"])
     return found
-
-
-def with_interval(value: float | None, interval: tuple[float, float] | None) -> str:
-    """`0.745 [0.701, 0.788]`: a metric and its interval, as tables show them."""
-    if value is None or interval is None:
-        return format_number(value)
-    return f"{format_number(value)} [{format_number(interval[0])}, {format_number(interval[1])}]"
 
 
 def experiment_rows() -> list[ExperimentRow]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from medtune.config import TaskConfig
 from medtune.errors import ModelError
 
 IGNORE_INDEX = -100  # label value the loss skips (transformers / trl convention)
@@ -120,7 +121,7 @@ def tokenize_tagged(tokenizer: Any, record: dict, label_ids: dict[str, int], max
     ]
 
 
-def tokenize_records(tokenizer: Any, records: list[dict], task: Any, max_length: int) -> tuple[list[dict], dict]:
+def tokenize_records(tokenizer: Any, records: list[dict], task: TaskConfig, max_length: int) -> tuple[list[dict], dict]:
     """Examples of at most `max_length` tokens for one split of `task` (by its kind), and counts for stats.json."""
     if task.kind == "token_classification":
         label_ids = {label: i for i, label in enumerate(task.labels)}

@@ -11,8 +11,8 @@ response token, which spares SmolLM2's 49k-word head over the prompt. Why not tr
 version used): off CUDA its fused LM head scores every position, prompt and padding included, and computes entropy
 and accuracy for logging, ~45% of a CPU step (torch profiler, SmolLM2, qa, batch 8).
 Batches are padded to their longest example by default; `train.padding_free` concatenates them into one row instead
-(see `make_batch`, and conf/train/cpu.yaml for why padding wins on this CPU). `benchmarks/train_throughput.py`
-measures the whole recipe against the seed notebooks'.
+(see `make_batch`, and docs/config-choices.md for why padding won on the CPUs measured).
+`benchmarks/train_throughput.py` measures the whole recipe against the seed notebooks'.
 
 `peft.method=qlora` loads the frozen base through bitsandbytes (4-bit NF4 or 8-bit) and prepares it with peft's
 `prepare_model_for_kbit_training`; the heads (`lm_head`, `score`) stay in full precision, as in the QLoRA paper.
@@ -33,7 +33,6 @@ import functools
 import logging
 import math
 import os
-import random
 import resource
 import time
 from collections.abc import Iterator
@@ -45,7 +44,8 @@ from transformers import Trainer, TrainerCallback
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from medtune import checkpoints
-from medtune.config import quantization_of
+from medtune.config import PeftConfig, TrainConfig
+from medtune.data import sample_records
 from medtune.errors import ConfigError, TrainingError
 from medtune.generation import response_nll, target_positions
 from medtune.io import read_json, write_json
@@ -58,7 +58,7 @@ log = logging.getLogger(__name__)
 FULL_PRECISION_MODULES = ["lm_head", "score"]
 
 
-def lora_config(peft: Any, targets: list[str], kind: str = "sft") -> Any:
+def lora_config(peft: PeftConfig, targets: list[str], kind: str = "sft") -> Any:
     """peft's LoraConfig from `peft.*` and the model's `lora_targets`, for the task kind's model head."""
     from peft import LoraConfig
 
@@ -66,9 +66,9 @@ def lora_config(peft: Any, targets: list[str], kind: str = "sft") -> Any:
     return LoraConfig(r=peft.r, lora_alpha=peft.alpha, lora_dropout=peft.dropout, target_modules=list(targets), **head)
 
 
-def quantization_config(peft: Any) -> Any:
-    """bitsandbytes settings for `peft.method=qlora`, None for plain LoRA."""
-    q = quantization_of(peft)
+def quantization_config(peft: PeftConfig) -> Any:
+    """bitsandbytes settings for `peft.method=qlora`, None for plain LoRA (medtune.checks: only qlora has them)."""
+    q = peft.quantization
     if q is None:
         return None
     try:
@@ -87,7 +87,9 @@ def quantization_config(peft: Any) -> Any:
     )
 
 
-def load_base_for_training(kind: str, base_dir: Path, labels: list[str], peft: Any, train: Any, seed: int) -> Any:
+def load_base_for_training(
+    kind: str, base_dir: Path, labels: list[str], peft: PeftConfig, train: TrainConfig, seed: int
+) -> Any:
     """The frozen base model for the task kind: in the dtype models/base stores (`model.weights.dtype`: fp32 for
     SmolLM2, bf16 for the 7B-12B hub models, which would not fit a 24 GB GPU in fp32), or quantized and prepared
     for k-bit training (qlora). A token classifier's new head trains in full, so it is fp32 whatever the base."""
@@ -108,7 +110,13 @@ def load_base_for_training(kind: str, base_dir: Path, labels: list[str], peft: A
 
 
 def trainable_model(
-    kind: str, base_dir: Path, labels: list[str], peft: Any, train: Any, lora_targets: list[str], seed: int
+    kind: str,
+    base_dir: Path,
+    labels: list[str],
+    peft: PeftConfig,
+    train: TrainConfig,
+    lora_targets: list[str],
+    seed: int,
 ) -> Any:
     """The model the Trainer trains: the frozen base with LoRA on `lora_targets`, set up as `train` says."""
     from peft import get_peft_model
@@ -158,17 +166,7 @@ def interval_steps(every: float, epoch_steps: int, multiple_of: int = 1) -> int:
     return max(math.ceil(steps / multiple_of), 1) * multiple_of
 
 
-def validation_sample(examples: list[dict], max_examples: int | None, seed: int) -> list[dict]:
-    """The validation examples training evaluates on: a seeded random `max_examples` of them in their original
-    order (all when None), so that a validation split of thousands does not cost more than the training itself.
-    Sampled as prepare samples `data.max_records`, but here, so that the train stage does not depend on data.py."""
-    if max_examples is None or max_examples >= len(examples):
-        return examples
-    keep = sorted(random.Random(seed).sample(range(len(examples)), max_examples))
-    return [examples[i] for i in keep]
-
-
-def training_args(train: Any, seed: int, output_dir: Path, epoch_steps: int) -> dict:
+def training_args(train: TrainConfig, seed: int, output_dir: Path, epoch_steps: int) -> dict:
     """transformers TrainingArguments from the `train` config; `epoch_steps` (optimizer steps per epoch) turns the
     fractions of an epoch in eval_steps and checkpoint_steps into steps."""
     saves = train.checkpoint_steps > 0
@@ -210,6 +208,9 @@ def make_batch(examples: list[dict], causal: bool, padding_free: bool) -> dict[s
     Padded: each example a row, right-padded to the batch's longest, with an attention mask.
     Padding-free: the examples concatenated into one row with `position_ids` restarting at 0 for each, which
     transformers turns into a block-diagonal causal mask (no example sees another: tests/test_training.py).
+    Not transformers' DataCollatorWithFlattening: it sets every example's first label to -100. For sft that is
+    what `_labels` does (its batches are the same tensors), but a token-classification example starts with a word
+    (tokenize_tagged adds no BOS token and starts each window at a word), whose tag it would drop from training.
     Either way `use_cache=False`: the packed mask needs it, and training never reads a KV cache.
     For a causal LM, `logits_to_keep` limits the LM head to the positions that predict a response token.
     """
@@ -247,8 +248,8 @@ def completion_loss(outputs: Any, labels: torch.Tensor, num_items_in_batch: Any 
     `num_items_in_batch` (the targets of all accumulated micro-batches, counted by the Trainer) makes gradient
     accumulation weigh every token the same, as one large batch would.
     """
-    loss, count = response_nll(outputs.logits, labels)
-    return loss / (num_items_in_batch if num_items_in_batch is not None else count.clamp(min=1))
+    loss, labelled = response_nll(outputs.logits, labels)
+    return loss / (num_items_in_batch if num_items_in_batch is not None else labelled.sum().clamp(min=1))
 
 
 class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
@@ -369,8 +370,8 @@ def train_adapter(
     base_dir: Path,
     train_examples: list[dict],
     eval_examples: list[dict],
-    peft: Any,
-    train: Any,
+    peft: PeftConfig,
+    train: TrainConfig,
     lora_targets: list[str],
     labels: list[str],
     seed: int,
@@ -384,14 +385,16 @@ def train_adapter(
     With a `checkpoint_dir`, checkpoint there and resume from it (see medtune.checkpoints); else `work_dir` is
     the Trainer's scratch folder. `callbacks` are extra TrainerCallbacks (the benchmarks use one to measure memory).
 
-    Validation, during training and after it (`eval_loss`), is on `validation_sample` of `eval_examples`.
+    Validation, during training and after it (`eval_loss`), is on a seeded sample of `train.eval_max_examples` of
+    `eval_examples` (all when null), in their order, so that a validation split of thousands does not cost more
+    than the training itself: drawn as prepare draws `data.max_records` (`data.sample_records`).
 
     Returns the results (losses, steps, parameter counts: a pure function of the inputs) and the resources
     (wall-clock time, tokens/s, memory: different on every run), kept apart so the results reproduce byte for byte.
     """
     from transformers import TrainingArguments, set_seed
 
-    validation = validation_sample(eval_examples, train.eval_max_examples, seed)
+    validation = sample_records(eval_examples, train.eval_max_examples, seed)
     if len(validation) < len(eval_examples):
         log.info("Validating on %d of %d examples (train.eval_max_examples)", len(validation), len(eval_examples))
     run = resume = None

@@ -18,4 +18,5 @@ class TerminologyFormat(evaluate.Metric):
 
     def _compute(self, predictions):
         # the evaluate stage's own scores (medtune.metrics), so the two can never disagree
-        return score_texts(["format_adherence", "disclaimer_rate"], [], predictions, [])
+        names = ["format_adherence", "disclaimer_rate"]  # read the predictions alone: no source, no copy distance
+        return score_texts(names, [], predictions, [], near_copy_distance=0.0)

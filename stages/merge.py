@@ -34,7 +34,7 @@ def main() -> None:
     labels = list(task.labels) if task.kind == "token_classification" else None
     parameters = read_json(args.base_dir / "medtune_origin.json")["parameters"]
     check_free_space(args.out_dir, parameters * 4, f"The merged {args.task} model (fp32)")
-    merged, check = merge_adapter(args.base_dir, args.adapter_dir, probe, labels)
+    merged, check = merge_adapter(args.base_dir, args.adapter_dir, probe, labels, task.attention)
     log.info(
         "Adapter vs merged on %d test inputs: max |logit difference| %.2e at max |logit| %.1f (relative %.1e)",
         len(probe),

@@ -64,6 +64,7 @@ def main() -> None:
             live_dir=output_dir(stack, args.metrics_dir / "live"),
             work_dir=scratch(stack),
             checkpoint_dir=args.checkpoint_dir,
+            attention=task.attention,
         )
     if is_main_process():
         write_json(args.metrics_dir / "train.json", results)

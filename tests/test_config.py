@@ -176,6 +176,8 @@ def test_training_intervals_are_step_counts_or_fractions_of_an_epoch():
         (["tasks", "ner", "train"], {"eval_steps": 2.5}, r"tasks\.ner\.train\.eval_steps.*not 2\.5"),
         (["tasks", "ner", "train"], {"checkpoint_steps": -3}, r"tasks\.ner\.train\.checkpoint_steps.*not -3"),
         (["tasks", "ner", "train"], {"eval_max_examples": -2}, r"tasks\.ner\.train\.eval_max_examples.*not -2"),
+        (["tasks", "ner", "attention"], "both", r"tasks\.ner\.attention.*'causal' or 'bidirectional', not 'both'"),
+        (["tasks", "qa", "attention"], "bidirectional", r"tasks\.qa\.attention.*only token_classification"),
         # one bad value in each other section of params.yaml
         (["model", "weights", "source"], "s3", r"model\.weights\.source.*'gguf-package' or 'hub' or 'tiny-random'"),
         (["model", "weights", "package"], None, r"model\.weights\.package.*needed for source gguf-package"),
@@ -227,3 +229,13 @@ def test_the_schema_holds_no_defaults_of_its_own():
 
 def config_dataclasses() -> list[type]:
     return [obj for obj in vars(config).values() if is_dataclass(obj)]
+
+
+def test_bidirectional_attention_is_refused_with_padding_free_batches():
+    """A padding-free row packs several sentences: attending both ways, they would see each other."""
+    raw = _params()
+    raw["tasks"]["ner"]["attention"] = "bidirectional"
+    assert validate(raw).tasks.ner.attention == "bidirectional"
+    raw["tasks"]["ner"]["train"] = {"padding_free": True}
+    with pytest.raises(ConfigError, match=r"tasks\.ner\.attention.*needs padded batches"):
+        validate(raw)

@@ -15,6 +15,7 @@ from omegaconf import DictConfig
 
 from medtune.config import (
     ATTENTION,
+    ATTENTION_MODES,
     DATA_SOURCES,
     GGUF_TYPES,
     IOB2_TAG,
@@ -150,6 +151,12 @@ def check_task_train(cfg: Params, task: str) -> None:
             "is one file for the whole run: set train.accelerate_config (a task may still set its own launcher)",
         )
     check_train(train_config(cfg, task), f"tasks.{task}.train")
+    if cfg.tasks[task].attention == "bidirectional" and train_config(cfg, task).padding_free:
+        raise ConfigError(
+            f"tasks.{task}.attention",
+            "bidirectional attention needs padded batches: a padding-free row would let sentences see each other "
+            "(set train.padding_free=false for this task)",
+        )
 
 
 def check_task(task: TaskConfig, key: str) -> None:
@@ -170,8 +177,15 @@ def check_task(task: TaskConfig, key: str) -> None:
     if sum(carved.values()) >= 1:
         shares = " and ".join(f"{name}={share}" for name, share in carved.items())
         raise ConfigError(f"{key}.split", f"{shares} leave no train split: their sum must be below 1")
+    choice(f"{key}.attention", task.attention, ATTENTION_MODES)
     if task.kind == "sft":
         check_sft_columns(task.data, key)
+        if task.attention != "causal":
+            raise ConfigError(
+                f"{key}.attention",
+                "a generative (sft) task reads causally: only token_classification "
+                "tasks may attend to the whole sentence",
+            )
     else:
         if not any(layout <= task.data.columns.keys() for layout in TOKEN_LAYOUTS):
             raise ConfigError(f"{key}.data.columns", "must map `tokens` and `tags`, or `text` and `entities`")

@@ -29,6 +29,8 @@ CONF_DIR = "conf"
 
 # The choices of the keys that name one of a few things; medtune.checks refuses any other value when params are read.
 KINDS = ("sft", "token_classification")  # the two model heads: causal LM, token classifier
+# what a token classifier's tokens attend to: the words before them (the decoder as trained), or the whole sentence
+ATTENTION_MODES = ("causal", "bidirectional")
 WEIGHT_SOURCES = ("gguf-package", "hub", "tiny-random")
 WEIGHT_DTYPES = ("float32", "bfloat16", "float16")  # what models/base may store its weights in
 PEFT_METHODS = ("lora", "qlora")
@@ -120,6 +122,7 @@ class PeftConfig:
     r: int = MISSING
     alpha: int = MISSING
     dropout: float = MISSING
+    use_dora: bool = MISSING  # peft's DoRA: LoRA's update split into a direction and a trained magnitude
     quantization: QuantizationConfig | None = None  # qlora: how bitsandbytes stores the frozen base; None for lora
 
 
@@ -193,6 +196,7 @@ class TaskConfig:
     metrics: list[str] = MISSING  # METRIC_NAMES
     labels: list[str] = MISSING  # token_classification: the IOB2 label list (O first)
     orphan_inside: str = MISSING  # ORPHAN_INSIDE
+    attention: str = MISSING  # ATTENTION_MODES; token_classification may read the whole sentence (bidirectional)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     train: dict[str, Any] = MISSING  # overrides of the global `train` config for this task
 

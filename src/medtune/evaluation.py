@@ -86,7 +86,8 @@ def evaluate_tagging(
     results, statistics, predicted, speed = {}, {}, {}, {}
     for name, model_dir in models.items():
         log.info("Tagging %d test sentences with the %s model (%s)", len(records), name, model_dir)
-        model = load_token_classifier(model_dir, list(task.labels), seed).to(device()).eval()
+        model = load_token_classifier(model_dir, list(task.labels), seed, attention=task.attention)
+        model = model.to(device()).eval()
         start = time.perf_counter()
         predicted[name] = predict_tags(
             model, examples, list(task.labels), eval_cfg.batch_size, [r["id"] for r in records]

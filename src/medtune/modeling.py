@@ -227,15 +227,21 @@ def load_causal_lm(model_dir: str | Path, dtype: torch.dtype = torch.float32) ->
 
 
 def load_token_classifier(
-    model_dir: str | Path, labels: list[str], seed: int = 0, dtype: Any = torch.float32, **load_kwargs: Any
+    model_dir: str | Path,
+    labels: list[str],
+    seed: int = 0,
+    dtype: Any = torch.float32,
+    attention: str | None = None,
+    **load_kwargs: Any,
 ) -> Any:
     """A token-classification model (a `score` head on the backbone). A base model gets a new head initialised
     from `seed`; a merged model keeps its trained one. Not moved to a device (the caller decides).
-    `load_kwargs` go to `from_pretrained` (e.g. `quantization_config`)."""
+    `attention` (`tasks.<task>.attention`) sets what each token sees; None keeps the mode the saved model records
+    (a merged model's config.json), causal when it records none. `load_kwargs` go to `from_pretrained`."""
     from transformers import AutoModelForTokenClassification, set_seed
 
     set_seed(seed)
-    return AutoModelForTokenClassification.from_pretrained(
+    model = AutoModelForTokenClassification.from_pretrained(
         model_dir,
         num_labels=len(labels),
         id2label=dict(enumerate(labels)),
@@ -244,6 +250,45 @@ def load_token_classifier(
         **SAFE_LOADING,
         **load_kwargs,
     )
+    set_attention(model, attention or getattr(model.config, ATTENTION_KEY, "causal"))
+    return model
+
+
+# The config.json key in which a token classifier records its attention mode: medtune's loader reads it back (no
+# remote code: transformers keeps an unknown config key as an attribute and writes it out again).
+ATTENTION_KEY = "medtune_attention"
+
+
+def set_attention(model: Any, mode: str) -> None:
+    """Make a token classifier's backbone attend causally (as the decoder was trained) or bidirectionally: every
+    token attends to every other token of its sentence, padding still masked, so the first word of an entity sees
+    the words after it. The mode goes into the model's config, so a merged model saved from it keeps it.
+
+    Bidirectional: a hook hands the backbone a ready 4D mask (transformers' own `create_bidirectional_mask`, in the
+    form its attention implementation wants), which the backbone then uses as it is instead of its causal one."""
+    setattr(model.config, ATTENTION_KEY, mode)
+    if mode == "bidirectional" and not getattr(model.base_model, "_medtune_bidirectional", False):
+        model.base_model.register_forward_pre_hook(_bidirectional_mask, with_kwargs=True)
+        model.base_model._medtune_bidirectional = True
+
+
+def _bidirectional_mask(backbone: Any, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    """Forward pre-hook of the backbone: its 2D padding mask -> a 4D mask where every real token sees every real
+    token of its row (materialised: a missing mask would let SDPA fall back to causal)."""
+    from transformers.masking_utils import create_bidirectional_mask
+
+    input_ids = kwargs.get("input_ids", args[0] if args else None)
+    embeds = kwargs.get("inputs_embeds")
+    shape = (embeds if embeds is not None else input_ids).shape[:2]
+    mask = kwargs.get("attention_mask")
+    if mask is None:
+        mask = torch.ones(shape, dtype=torch.long, device=backbone.device)
+    if mask.dim() == 2:
+        like = torch.empty(*shape, 0, dtype=backbone.dtype, device=mask.device)  # only its shape and dtype are read
+        kwargs["attention_mask"] = create_bidirectional_mask(
+            config=backbone.config, inputs_embeds=like, attention_mask=mask, allow_is_bidirectional_skip=False
+        )
+    return args, kwargs
 
 
 def load_adapter(model: Any, adapter_dir: str | Path) -> Any:
@@ -268,14 +313,22 @@ def probe_sequences(tokenized_dir: Path, count: int = 4) -> list[list[int]]:
 
 
 def merge_adapter(
-    base_dir: str | Path, adapter_dir: str | Path, probe: list[list[int]], labels: list[str] | None = None
+    base_dir: str | Path,
+    adapter_dir: str | Path,
+    probe: list[list[int]],
+    labels: list[str] | None = None,
+    attention: str = "causal",
 ) -> tuple[Any, dict]:
-    """Merge a LoRA adapter into its base model (fp32): a causal LM, or a token classifier when `labels` is given.
+    """Merge a LoRA adapter into its base model (fp32): a causal LM, or a token classifier when `labels` is given,
+    attending as it was trained (`attention`, which the merged model's config records).
 
     Returns the merged model and the evidence that merging changed nothing: `compare_logits` of the adapter model
     and the merged model on the `probe` token sequences.
     """
-    base = load_causal_lm(base_dir) if labels is None else load_token_classifier(base_dir, labels).to(device())
+    if labels is None:
+        base = load_causal_lm(base_dir)
+    else:
+        base = load_token_classifier(base_dir, labels, attention=attention).to(device())
     model = load_adapter(base, adapter_dir)
     before = probe_logits(model, probe)  # merge_and_unload changes `model` in place
     with torch.no_grad():

@@ -63,7 +63,14 @@ def lora_config(peft: PeftConfig, targets: list[str], kind: str = "sft") -> Any:
     from peft import LoraConfig
 
     head = {"task_type": "CAUSAL_LM"} if kind == "sft" else {"task_type": "TOKEN_CLS", "modules_to_save": ["score"]}
-    return LoraConfig(r=peft.r, lora_alpha=peft.alpha, lora_dropout=peft.dropout, target_modules=list(targets), **head)
+    return LoraConfig(
+        r=peft.r,
+        lora_alpha=peft.alpha,
+        lora_dropout=peft.dropout,
+        use_dora=peft.use_dora,
+        target_modules=list(targets),
+        **head,
+    )
 
 
 def quantization_config(peft: PeftConfig) -> Any:
@@ -88,11 +95,18 @@ def quantization_config(peft: PeftConfig) -> Any:
 
 
 def load_base_for_training(
-    kind: str, base_dir: Path, labels: list[str], peft: PeftConfig, train: TrainConfig, seed: int
+    kind: str,
+    base_dir: Path,
+    labels: list[str],
+    peft: PeftConfig,
+    train: TrainConfig,
+    seed: int,
+    attention: str = "causal",
 ) -> Any:
     """The frozen base model for the task kind: in the dtype models/base stores (`model.weights.dtype`: fp32 for
     SmolLM2, bf16 for the 7B-12B hub models, which would not fit a 24 GB GPU in fp32), or quantized and prepared
-    for k-bit training (qlora). A token classifier's new head trains in full, so it is fp32 whatever the base."""
+    for k-bit training (qlora). A token classifier's new head trains in full, so it is fp32 whatever the base;
+    its backbone attends as `attention` (`tasks.<task>.attention`) says."""
     from peft import prepare_model_for_kbit_training
     from transformers import AutoModelForCausalLM
 
@@ -100,7 +114,7 @@ def load_base_for_training(
     if kind == "sft":
         model = AutoModelForCausalLM.from_pretrained(base_dir, dtype="auto", **load, **SAFE_LOADING)
     else:
-        model = load_token_classifier(base_dir, labels, seed, dtype="auto", **load)
+        model = load_token_classifier(base_dir, labels, seed, dtype="auto", attention=attention, **load)
         model.score.float()
     if load["quantization_config"] is not None:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=train.gradient_checkpointing)
@@ -117,13 +131,15 @@ def trainable_model(
     train: TrainConfig,
     lora_targets: list[str],
     seed: int,
+    attention: str = "causal",
 ) -> Any:
-    """The model the Trainer trains: the frozen base with LoRA on `lora_targets`, set up as `train` says."""
+    """The model the Trainer trains: the frozen base with LoRA (or DoRA) on `lora_targets`, set up as `train` says.
+    The autocast shortcut is left out for DoRA, whose magnitude is computed from the frozen weights themselves."""
     from peft import get_peft_model
 
-    model = load_base_for_training(kind, base_dir, labels, peft, train, seed)
+    model = load_base_for_training(kind, base_dir, labels, peft, train, seed, attention)
     model = get_peft_model(model, lora_config(peft, lora_targets, kind))
-    if train.bf16 and peft.method == "lora":
+    if train.bf16 and peft.method == "lora" and not peft.use_dora:
         log.info("LoRA layers set to skip repeated autocast casts: %d", skip_autocast_copies(model))
     if train.gradient_checkpointing and peft.method == "lora":
         model.enable_input_require_grads()  # the frozen embeddings' output must carry gradients into checkpoints
@@ -380,6 +396,7 @@ def train_adapter(
     work_dir: Path,
     checkpoint_dir: Path | None = None,
     callbacks: list | None = None,
+    attention: str = "causal",
 ) -> tuple[dict, dict]:
     """Train a LoRA adapter for the task kind, save it to `adapter_dir`, write its curves to `live_dir`.
     With a `checkpoint_dir`, checkpoint there and resume from it (see medtune.checkpoints); else `work_dir` is
@@ -400,6 +417,7 @@ def train_adapter(
     run = resume = None
     if checkpoint_dir:  # the fingerprint reads every base model file: only a resumable run needs it
         inputs = {"kind": kind, "peft": peft, "train": train, "targets": lora_targets, "labels": labels, "seed": seed}
+        inputs["attention"] = attention
         run = checkpoints.fingerprint(
             {**_plain(inputs), "train_examples": train_examples, "eval_examples": validation},
             [p for p in Path(base_dir).iterdir() if p.is_file()],
@@ -407,7 +425,7 @@ def train_adapter(
         resume = checkpoints.resume_point(checkpoint_dir, run)
     set_seed(seed)  # before the model exists, so LoRA (and head) init is reproducible
     causal = kind == "sft"
-    model = trainable_model(kind, base_dir, labels, peft, train, lora_targets, seed)
+    model = trainable_model(kind, base_dir, labels, peft, train, lora_targets, seed, attention)
     own_callbacks = [LogLastStep(), StopOnNonFinite()]
     if checkpoint_dir:
         own_callbacks.append(checkpoints.RecordCheckpoints(checkpoint_dir, run))

@@ -150,3 +150,17 @@ def test_the_guard_reports_a_lazily_imported_module_missing_and_an_unused_one_li
     ]
     fixed = {"stages/demo.py", "src/medtune/a.py", "src/medtune/b.py"}
     assert dep_problems("demo", script, fixed, tmp_path) == []
+
+
+# The package map of docs/design.md: the core the pipeline stages are built on, and the applications around it.
+CORE = {"config", "checks", "data", "tasks", "modeling", "training", "generation", "metrics", "bootstrap"}
+CORE |= {"faithfulness", "io", "checkpoints", "machine", "hub", "errors", "console"}
+
+
+@pytest.mark.parametrize("module", sorted(CORE))
+def test_the_core_imports_no_application_module(module):
+    """The code reads as docs/design.md says: a core module uses only core modules, so an application (the report,
+    the web app, the planner, ...) can change without touching what every stage runs."""
+    imported = {name.removeprefix("medtune.") for name in imported_modules(ROOT / f"src/medtune/{module}.py")}
+    applications = {path.stem for path in (ROOT / "src/medtune").glob("*.py")} - CORE - {"__init__"}
+    assert not imported & applications, f"medtune.{module} imports {sorted(imported & applications)}"

@@ -150,8 +150,9 @@ def check_task_train(cfg: Params, task: str) -> None:
             f"tasks.{task}.train.accelerate_config",
             "is one file for the whole run: set train.accelerate_config (a task may still set its own launcher)",
         )
-    check_train(train_config(cfg, task), f"tasks.{task}.train")
-    if cfg.tasks[task].attention == "bidirectional" and train_config(cfg, task).padding_free:
+    train = train_config(cfg, task)
+    check_train(train, f"tasks.{task}.train")
+    if cfg.tasks[task].attention == "bidirectional" and train.padding_free:
         raise ConfigError(
             f"tasks.{task}.attention",
             "bidirectional attention needs padded batches: a padding-free row would let sentences see each other "

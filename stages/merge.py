@@ -1,9 +1,11 @@
-"""Stage `merge@<task>`: fold the LoRA adapter into the base weights -> a standalone model.
+"""Stage `merge@<task>`: fold the LoRA adapter into the base weights -> a standalone model (with peft=full, the
+fine-tuned model itself, saved again with its tokenizer and card).
 
 Reads params: model, peft, train, seed, tasks.<task> (the model card records them).
     python -m stages.merge qa data/tokenized/qa models/base/smollm2-135m models/adapters/qa models/merged/qa metrics/qa
 Checks that the merged model's logits equal the adapter model's on test inputs up to fp32 rounding
-(medtune.modeling.MAX_RELATIVE_LOGIT_DIFF["merge"]) and records the difference in metrics/<task>/merge.json.
+(medtune.modeling.MAX_RELATIVE_LOGIT_DIFF["merge"]), and that the saved folder, loaded back as evaluate loads it,
+gives the same logits (`saved`); records both in metrics/<task>/merge.json.
 Writes the model card (README.md) next to the weights; its test-split metrics come later, from evaluate (see
 medtune.card).
 """
@@ -15,7 +17,15 @@ from medtune.card import model_card
 from medtune.config import load_params, task_config
 from medtune.console import log, run_main
 from medtune.io import atomic_dir, check_free_space, read_json, write_json
-from medtune.modeling import check_logits, load_tokenizer, merge_adapter, probe_sequences
+from medtune.modeling import (
+    check_logits,
+    compare_logits,
+    load_model,
+    load_tokenizer,
+    merge_adapter,
+    probe_logits,
+    probe_sequences,
+)
 
 
 def main() -> None:
@@ -34,22 +44,34 @@ def main() -> None:
     labels = list(task.labels) if task.kind == "token_classification" else None
     parameters = read_json(args.base_dir / "medtune_origin.json")["parameters"]
     check_free_space(args.out_dir, parameters * 4, f"The merged {args.task} model (fp32)")
-    merged, check = merge_adapter(args.base_dir, args.adapter_dir, probe, labels, task.attention)
-    log.info(
-        "Adapter vs merged on %d test inputs: max |logit difference| %.2e at max |logit| %.1f (relative %.1e)",
-        len(probe),
-        check["max_abs_logit_diff"],
-        check["max_abs_logit"],
-        check["relative_logit_diff"],
-    )
-    check_logits(check, "merge", f"the merged {args.task} model", "the adapter model")
+    if params.peft.method == "full":  # the train stage saved the whole model: nothing to fold in
+        merged, check = load_model(args.adapter_dir, labels, task.attention), {}
+    else:
+        merged, check = merge_adapter(args.base_dir, args.adapter_dir, probe, labels, task.attention)
+        report(check, "Adapter vs merged", f"the merged {args.task} model", "the adapter model", len(probe))
     with atomic_dir(args.out_dir) as tmp:
         merged.save_pretrained(tmp, safe_serialization=True)
         load_tokenizer(args.base_dir).save_pretrained(tmp)
         origin = read_json(args.tokenized_dir / "stats.json").get("data")
         card = model_card(args.task, params, read_json(args.metrics_dir / "train.json"), None, data_origin=origin)
         (tmp / "README.md").write_text(card, encoding="utf-8")
-    write_json(args.metrics_dir / "merge.json", {**check, "probe_examples": len(probe)})
+        # Loaded back as evaluate, predict and serve load it: the saved files (attention mode included) are the model
+        saved = compare_logits(probe_logits(merged, probe), probe_logits(load_model(tmp, labels), probe))
+        report(saved, "Saved vs in memory", f"the saved {args.task} model", "the model it was saved from", len(probe))
+    write_json(args.metrics_dir / "merge.json", {**check, "saved": saved, "probe_examples": len(probe)})
+
+
+def report(check: dict, compared: str, what: str, original: str, inputs: int) -> None:
+    """Log a logit comparison and refuse the model when it differs by more than rounding (modeling.check_logits)."""
+    log.info(
+        "%s on %d test inputs: max |logit difference| %.2e at max |logit| %.1f (relative %.1e)",
+        compared,
+        inputs,
+        check["max_abs_logit_diff"],
+        check["max_abs_logit"],
+        check["relative_logit_diff"],
+    )
+    check_logits(check, "merge", what, original)
 
 
 if __name__ == "__main__":

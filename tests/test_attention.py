@@ -8,10 +8,11 @@ import json
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from conftest import a_peft, a_task, a_train
 from medtune.generation import predict_tags
-from medtune.modeling import load_adapter, load_token_classifier, load_tokenizer, merge_adapter
+from medtune.modeling import load_adapter, load_model, load_token_classifier, load_tokenizer, merge_adapter
 from medtune.predict import Predictor
 from medtune.tasks import tokenize_tagged
 from medtune.training import train_adapter
@@ -92,3 +93,37 @@ def test_the_merged_model_loaded_back_tags_as_the_adapter_model(tiny_model_dir, 
                 loaded(input_ids=batch).logits, adapter(input_ids=batch).logits, atol=1e-5, rtol=0
             )
     assert predict_tags(loaded, examples, LABELS, 2, ids) == predict_tags(adapter, examples, LABELS, 2, ids)
+
+
+@pytest.mark.parametrize("attention", ["causal", "bidirectional"])
+def test_full_fine_tuning_trains_every_weight_and_the_saved_model_tags_as_trained(tiny_model_dir, tmp_path, attention):
+    tokenizer = load_tokenizer(tiny_model_dir)
+    examples = tagged_examples(tokenizer)
+    results, _ = train_adapter(
+        kind="token_classification",
+        base_dir=tiny_model_dir,
+        train_examples=examples * 4,
+        eval_examples=examples,
+        peft=a_peft("full"),
+        train=a_train(max_steps=6, batch_size=4, lr=1e-2, logging_steps=1, eval_steps=6),
+        lora_targets=["q_proj"],  # not used: nothing is low-rank
+        labels=LABELS,
+        seed=0,
+        adapter_dir=tmp_path / "trained",
+        live_dir=tmp_path / "live",
+        work_dir=tmp_path / "work",
+        attention=attention,
+    )
+    assert results["trainable_share"] == 1 and not (tmp_path / "trained/adapter_config.json").exists()
+    base, trained = load_file(tiny_model_dir / "model.safetensors"), load_file(tmp_path / "trained/model.safetensors")
+    backbone = [name for name in base if name.startswith("model.layers.")]
+    assert backbone and all(not torch.equal(base[name], trained[name]) for name in backbone)  # every layer moved
+
+    # what the merge stage does with a whole model (load it, save it with the tokenizer), then the predict path
+    load_model(tmp_path / "trained", LABELS, attention).save_pretrained(tmp_path / "merged")
+    tokenizer.save_pretrained(tmp_path / "merged")
+    loaded = Predictor(a_task(kind="token_classification", labels=LABELS), tmp_path / "merged").model
+    fine_tuned = load_token_classifier(tmp_path / "trained", LABELS, attention=attention).eval()
+    ids = [str(i) for i in range(len(SENTENCES))]
+    assert loaded.config.medtune_attention == attention
+    assert predict_tags(loaded, examples, LABELS, 2, ids) == predict_tags(fine_tuned, examples, LABELS, 2, ids)

@@ -182,8 +182,10 @@ def test_training_intervals_are_step_counts_or_fractions_of_an_epoch():
         (["model", "weights", "source"], "s3", r"model\.weights\.source.*'gguf-package' or 'hub' or 'tiny-random'"),
         (["model", "weights", "package"], None, r"model\.weights\.package.*needed for source gguf-package"),
         (["model", "lora_targets"], [], r"model\.lora_targets.*names no module"),
-        (["peft", "method"], "ia3", r"peft\.method.*must be 'lora' or 'qlora', not 'ia3'"),
+        (["peft", "method"], "ia3", r"peft\.method.*must be 'lora' or 'qlora' or 'full', not 'ia3'"),
+        (["peft", "method"], "full", r"peft\.r.*a LoRA setting.*peft=full trains every weight.*leave it null"),
         (["peft", "r"], 0, r"peft\.r.*must be 1 or more, not 0"),
+        (["peft", "r"], None, r"peft\.r.*lora needs it"),
         (["peft", "dropout"], 1.0, r"peft\.dropout.*below 1, not 1"),
         (
             ["peft", "quantization"],

@@ -60,13 +60,16 @@ def results(run: Path) -> tuple[str, dict[str, torch.Tensor], dict[str, str]]:
     live = run / "metrics" / "live"
     return (
         (run / "metrics" / "train.json").read_text(),
-        load_file(run / "adapter" / "adapter_model.safetensors"),
+        load_file(next((run / "adapter").glob("*.safetensors"))),  # the adapter, or the whole model (peft=full)
         {str(p.relative_to(live)): p.read_text() for p in sorted(live.rglob("*")) if p.is_file()},
     )
 
 
-def test_a_run_killed_mid_training_resumes_from_its_checkpoint_and_ends_with_the_same_adapter(project, tiny_model_dir):
-    compose_params(project, RESUMABLE)
+@pytest.mark.parametrize("recipe", ["lora", "full"])
+def test_a_run_killed_mid_training_resumes_from_its_checkpoint_and_ends_with_the_same_adapter(
+    project, tiny_model_dir, recipe
+):
+    compose_params(project, [*RESUMABLE, f"peft={recipe}"])
     uninterrupted = start_training(project, tiny_model_dir, "once")
     finished(uninterrupted)
 

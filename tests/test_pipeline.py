@@ -2,8 +2,9 @@
 
 The scenario runs in order (each step starts from the state the previous one left):
 full build -> predict, chat and the CLI offline -> no-op rerun -> push, clone and pull through a DVC remote -> opt-in
-GGUF export -> eval-only change -> one task's change -> data files tracked per task -> LoRA-rank experiment -> model
-switch -> a queued sweep over one task -> the review report of one of its experiments against the baseline.
+GGUF export -> eval-only change -> one task's change -> data files tracked per task -> LoRA-rank experiment -> full
+fine-tuning -> model switch -> a queued sweep over one task -> the review report of one of its experiments against the
+baseline.
 Rebuilds (byte-identical, killed at every write) run on a build of their own: tests/test_pipeline_rebuild.py.
 """
 
@@ -194,6 +195,21 @@ def test_an_experiment_on_lora_rank_reruns_train_merge_and_evaluate(repo):
     ran = stages_run(dvc(repo, "exp", "run", "-S", "peft.r=16", "-S", f"tasks=[{','.join(ONE_TASK_PER_HEAD)}]"))
     assert ran == {f"{stage}@{task}" for stage in ("train", "merge", "evaluate") for task in ONE_TASK_PER_HEAD}
     assert yaml.safe_load((repo / "params.yaml").read_text())["peft"]["r"] == 16  # dvc composed it from conf/
+
+
+def test_full_fine_tuning_trains_merges_and_predicts_with_both_heads(repo):
+    overrides = ["-S", "peft=full", "-S", "tasks.ner.attention=bidirectional"]
+    ran = stages_run(dvc(repo, "exp", "run", *overrides, "-S", f"tasks=[{','.join(ONE_TASK_PER_HEAD)}]"))
+    assert ran == {f"{stage}@{task}" for stage in ("train", "merge", "evaluate") for task in ONE_TASK_PER_HEAD}
+    for task in ONE_TASK_PER_HEAD:
+        assert json.loads((repo / f"metrics/{task}/train.json").read_text())["trainable_share"] == 1
+        assert (repo / f"models/adapters/{task}/model.safetensors").is_file()  # the whole model, no adapter
+        saved = json.loads((repo / f"metrics/{task}/merge.json").read_text())["saved"]
+        assert saved["relative_logit_diff"] <= MAX_RELATIVE_LOGIT_DIFF["merge"]
+    config = json.loads((repo / "models/merged/ner/config.json").read_text())
+    assert config["medtune_attention"] == "bidirectional"
+    assert "Full fine-tuning (every weight trained)" in (repo / "models/merged/ner/README.md").read_text()
+    test_predict_tags_text_with_the_merged_model(repo)
 
 
 def test_switching_the_model_reruns_everything_downstream_of_base(repo):

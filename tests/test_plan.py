@@ -350,6 +350,9 @@ def test_the_config_keys_that_decide_memory_change_the_plan(tmp_path):
     assert no_autocast.activations > bf16_stored.activations and no_autocast.base_weights == bf16_stored.base_weights
     assert plan("train.padding_free=true").activations > default.activations  # a t x t mask, not batch x s x s
     assert plan("peft.r=16").lora_weights == 2 * default.lora_weights
+    full = plan("peft=full")  # every weight trained in fp32, with its gradient and AdamW's two moments
+    assert full.base_weights == fp32.base_weights == full.gradients and full.optimizer == 2 * full.gradients
+    assert full.lora_weights == 0 and full.activations > default.activations
     assert plan("train.max_length=128").activations < default.activations
     assert plan("train.gradient_checkpointing=true").total() == default.total(checkpointing=True)
     nf4, nf4_plain, int8 = (
@@ -357,3 +360,34 @@ def test_the_config_keys_that_decide_memory_change_the_plan(tmp_path):
         for more in ([], ["peft.quantization.double_quant=false"], ["peft.quantization.bits=8"])
     )
     assert nf4 < nf4_plain < int8 < default.base_weights
+
+
+@pytest.mark.parametrize(("bf16", "attention"), [(True, "eager"), (True, "sdpa"), (False, "sdpa")])
+def test_full_fine_tuning_activations_are_what_autograd_saves(bf16, attention, tmp_path):
+    # peft=full: every projection keeps its input for its weight's gradient, autocast a bf16 copy of every weight,
+    # and the trained norm scales their normalised input.
+    from medtune.training import make_batch, trainable_model
+
+    weights = tiny_weights(**SMOLLM2_LAYERS)
+    build_base_model(weights, tmp_path)
+    model = trainable_model("sft", tmp_path, [], a_peft("full"), a_train(bf16=bf16, attn_implementation=attention),
+                            list(PROJECTIONS), seed=0)  # fmt: skip
+    model.train()
+    examples = [{"input_ids": list(range(3 + i, 67)), "labels": list(range(3 + i, 67))} for i in range(4)]
+    measured = saved_for_backward(model, make_batch(examples, causal=True, padding_free=False), bf16)
+
+    setup = TrainingSetup(
+        architecture=tiny_random_architecture(weights),
+        lora_targets=(),
+        rank=0,
+        batch_size=4,
+        seq_len=64,
+        weight_bytes=training_weight_bytes("float32", "full"),
+        autocast=bf16,
+        attention=attention,
+        full=True,
+    )
+    plan = plan_memory(setup)
+    assert plan.activations == pytest.approx(measured, rel=0.15)  # 98-100% of what is saved
+    weights = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
+    assert plan.base_weights == plan.gradients == weights  # all trained, fp32

@@ -51,7 +51,13 @@ def model_card(
     task = params.tasks[task_name]
     weights = params.model.weights
     pipeline_tag = "token-classification" if task.kind == "token_classification" else "text-generation"
-    header = ["---", "library_name: transformers", f"pipeline_tag: {pipeline_tag}", "tags: [medtune, medical, lora]"]
+    method = "full-fine-tuning" if params.peft.method == "full" else "lora"
+    header = [
+        "---",
+        "library_name: transformers",
+        f"pipeline_tag: {pipeline_tag}",
+        f"tags: [medtune, medical, {method}]",
+    ]
     if weights.source == "hub" and weights.hub_id:
         header.append(f"base_model: {weights.hub_id}")
     header.append("---")
@@ -114,6 +120,12 @@ def _data(task: TaskConfig, origin: dict | None) -> str:
     return "\n".join(lines)
 
 
+def _method(params: Params) -> str:
+    if params.peft.method == "full":
+        return "Full fine-tuning (every weight trained)"
+    return f"{'DoRA' if params.peft.use_dora else 'LoRA'} on `{', '.join(params.model.lora_targets)}`"
+
+
 def _training(params: Params, task_name: str, train_metrics: dict) -> str:
     """The settings the task trained with: `train` with the task's own overrides applied (ner's epochs and lr)."""
     train = train_config(params, task_name)
@@ -124,7 +136,7 @@ def _training(params: Params, task_name: str, train_metrics: dict) -> str:
     measured = [f"| {key} | {format_number(value)} |" for key, value in sorted(train_metrics.items())]
     return "\n".join(
         [
-            f"LoRA on `{', '.join(params.model.lora_targets)}`, seed {params.seed}.",
+            _method(params) + f", seed {params.seed}.",
             "",
             "| setting | value |",
             "|---|---|",

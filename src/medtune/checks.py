@@ -97,6 +97,20 @@ def check_peft(peft: PeftConfig) -> None:
     """The adapter recipe; `quantization` belongs to qlora alone (checked here, without bitsandbytes, so `medtune
     plan` refuses what training would refuse)."""
     choice("peft.method", peft.method, PEFT_METHODS)
+    adapter_keys = ("r", "alpha", "dropout", "use_dora")
+    if peft.method == "full":
+        given = [key for key in adapter_keys if peft[key] is not None]
+        if given:
+            raise ConfigError(
+                f"peft.{given[0]}",
+                "is a LoRA setting, and peft=full trains every weight without an adapter: leave it null",
+            )
+        if peft.quantization is not None:
+            raise ConfigError("peft.quantization", "is only used with peft.method=qlora (select it with peft=qlora)")
+        return
+    unset = [key for key in adapter_keys if peft[key] is None]
+    if unset:
+        raise ConfigError(f"peft.{unset[0]}", f"{peft.method} needs it (see conf/peft/lora.yaml)")
     at_least("peft.r", peft.r, 1)
     if peft.alpha <= 0:
         raise ConfigError("peft.alpha", f"must be above 0, not {peft.alpha}")

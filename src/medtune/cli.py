@@ -108,8 +108,9 @@ def _plan(args: argparse.Namespace) -> None:
         params = load_params(compose_params(args.root, args.overrides, out=Path(tmp) / "params.yaml"))
     setup, task = setup_from_params(params)
     method = params.peft.method + (f" {params.peft.quantization.bits}-bit" if params.peft.method == "qlora" else "")
+    method += "" if setup.full else f" r={setup.rank}"
     title = (
-        f"{params.model.name}, {method} r={setup.rank}: peak GPU memory of training "
+        f"{params.model.name}, {method}: peak GPU memory of training "
         f"(task {task}: batch {setup.batch_size} x {setup.seq_len} tokens)"
     )
     print_plan(plan_memory(setup), setup, title, Console(width=None if sys.stdout.isatty() else 160))

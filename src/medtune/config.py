@@ -33,7 +33,7 @@ KINDS = ("sft", "token_classification")  # the two model heads: causal LM, token
 ATTENTION_MODES = ("causal", "bidirectional")
 WEIGHT_SOURCES = ("gguf-package", "hub", "tiny-random")
 WEIGHT_DTYPES = ("float32", "bfloat16", "float16")  # what models/base may store its weights in
-PEFT_METHODS = ("lora", "qlora")
+PEFT_METHODS = ("lora", "qlora", "full")  # full: every weight trained, no adapter
 LAUNCHERS = ("python", "accelerate")
 ATTENTION = ("eager", "sdpa", "flash_attention_2")  # transformers' attn_implementation values medtune trains with
 PHI_POLICIES = ("error", "warn", "redact")
@@ -119,10 +119,10 @@ class QuantizationConfig:
 @dataclass
 class PeftConfig:
     method: str = MISSING  # PEFT_METHODS
-    r: int = MISSING
-    alpha: int = MISSING
-    dropout: float = MISSING
-    use_dora: bool = MISSING  # peft's DoRA: LoRA's update split into a direction and a trained magnitude
+    r: int | None = MISSING  # the adapter's settings: null for full fine-tuning, which has no adapter
+    alpha: int | None = MISSING
+    dropout: float | None = MISSING
+    use_dora: bool | None = MISSING  # peft's DoRA: LoRA's update split into a direction and a trained magnitude
     quantization: QuantizationConfig | None = None  # qlora: how bitsandbytes stores the frozen base; None for lora
 
 

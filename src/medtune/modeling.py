@@ -254,6 +254,14 @@ def load_token_classifier(
     return model
 
 
+def load_model(model_dir: str | Path, labels: list[str] | None = None, attention: str | None = None) -> Any:
+    """A saved whole model (merged, or fine-tuned with peft=full) in fp32 and eval mode, on the GPU when there is
+    one: a causal LM, or a token classifier when `labels` is given (attending as `load_token_classifier` says)."""
+    if labels is None:
+        return load_causal_lm(model_dir)
+    return load_token_classifier(model_dir, labels, attention=attention).to(device()).eval()
+
+
 # The config.json key in which a token classifier records its attention mode: medtune's loader reads it back (no
 # remote code: transformers keeps an unknown config key as an attribute and writes it out again).
 ATTENTION_KEY = "medtune_attention"

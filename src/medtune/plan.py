@@ -1,4 +1,4 @@
-"""`medtune plan`: the peak GPU memory of a LoRA / QLoRA training run, estimated from the config alone.
+"""`medtune plan`: the peak GPU memory of a LoRA / QLoRA / full fine-tuning run, estimated from the config alone.
 
 Training memory is a sum of parts that each follow from the architecture and a few settings, so a run can be
 sized before any weights are downloaded:
@@ -6,6 +6,7 @@ sized before any weights are downloaded:
 - base weights: frozen, in the dtype models/base stores them (`model.weights.dtype`), or the decoder projections
   in a bitsandbytes format and the rest in fp32 (qlora);
 - LoRA weights, their gradients and AdamW's two moment estimates (all in the adapter dtype: fp32 with peft);
+  with peft=full, every weight in fp32 with its gradient and two moments (16 bytes a parameter);
 - activations: what autograd keeps from the forward pass for the backward pass, per decoder layer
   (`layer_activation_bytes`), with gradient checkpointing only each layer's input plus one layer recomputed;
   for medtune's padded batches by default, or its padding-free rows (`train.padding_free`);
@@ -62,6 +63,7 @@ class TrainingSetup:
     attention: str = "sdpa"  # train.attn_implementation: eager also keeps every layer's attention matrix
     gradient_checkpointing: bool = False
     loss: str = "fp32"  # see logits_bytes
+    full: bool = False  # peft=full: every weight trained in fp32 (no LoRA: lora_targets empty, rank 0)
 
 
 @dataclass(frozen=True)
@@ -160,9 +162,10 @@ def training_weight_bytes(dtype: str, method: str) -> int:
 
     `load_base_for_training` loads models/base as stored (`model.weights.dtype`: fp32 for SmolLM2, bf16 for the
     7B-12B models), so plain LoRA keeps that dtype. For qlora, peft's `prepare_model_for_kbit_training` then upcasts
-    every parameter that is not 4/8-bit (embeddings, LM head, norms) to fp32, whatever was stored.
+    every parameter that is not 4/8-bit (embeddings, LM head, norms) to fp32, whatever was stored; full fine-tuning
+    loads every weight in fp32 (the optimizer's master copy).
     """
-    return 4 if method == "qlora" else DTYPE_BYTES[dtype]
+    return 4 if method in ("qlora", "full") else DTYPE_BYTES[dtype]
 
 
 def compute_bytes(setup: TrainingSetup) -> int:
@@ -182,7 +185,7 @@ def autocast_copies(setup: TrainingSetup) -> bool:
 def projection_weight_bytes(setup: TrainingSetup, name: str) -> int:
     """Bytes per weight of an unquantized frozen projection: a LoRA target under bf16 autocast is stored in bf16
     (`training.skip_autocast_copies`), any other projection keeps `weight_bytes`."""
-    return 2 if setup.autocast and name in setup.lora_targets else setup.weight_bytes
+    return 2 if setup.autocast and name in setup.lora_targets and not setup.full else setup.weight_bytes
 
 
 def attention_mask_elements(setup: TrainingSetup) -> int:
@@ -243,6 +246,8 @@ def layer_activation_bytes(setup: TrainingSetup) -> int:
     if setup.quant_bits is None and autocast_copies(setup):
         shapes = projection_shapes(arch).items()
         total += 2 * sum(n_in * n_out for name, (n_in, n_out) in shapes if name not in setup.lora_targets)
+    if setup.full:  # a trained RMSNorm scale needs the normalised input for its gradient: twice per layer
+        total += 2 * t * h * setup.weight_bytes
     return round(total)
 
 
@@ -262,10 +267,13 @@ def projection_input_bytes(setup: TrainingSetup, group: tuple[str, ...], input_b
     tensor (plus a 1-byte mask), bitsandbytes casts an fp32 input to its compute dtype. Each LoRA A's r-wide
     output is kept too. LoRA keeps these in the compute dtype under autocast (which casts them back for the
     matmul), in the adapter's dtype without it. Under autocast, plain LoRA skips peft's cast
-    (`training.skip_autocast_copies`): a LoRA A then copies only an input autocast has to cast."""
+    (`training.skip_autocast_copies`): a LoRA A then copies only an input autocast has to cast. Fully fine-tuned
+    projections each keep their input (their weight's gradient needs it)."""
     a, t = compute_bytes(setup), setup.batch_size * setup.seq_len
     lora_bytes = a if setup.autocast else setup.adapter_bytes
     n_in = projection_shapes(setup.architecture)[group[0]][0]
+    if setup.full:  # every projection keeps its input for its weight's gradient; autocast casts it for each one
+        return t * n_in * (len(group) * a if input_bytes != a else input_bytes)
     lora = sum(name in setup.lora_targets for name in group)
     quantized = len(group) if setup.quant_bits is not None else 0
     peft_casts = setup.adapter_bytes != a and not (setup.autocast and setup.quant_bits is None)
@@ -313,12 +321,13 @@ def logits_bytes(setup: TrainingSetup) -> int:
 
 def plan_memory(setup: TrainingSetup, overhead: int = CUDA_OVERHEAD) -> MemoryPlan:
     """The memory plan of a training run; `overhead=0` gives what torch's allocator alone would report."""
-    lora = lora_parameter_count(setup.architecture, setup.lora_targets, setup.rank)
+    trained = trained_parameters(setup)
+    weight_bytes = setup.weight_bytes if setup.full else setup.adapter_bytes
     return MemoryPlan(
         base_weights=base_weight_bytes(setup),
-        lora_weights=lora * setup.adapter_bytes,
-        gradients=lora * setup.adapter_bytes,
-        optimizer=2 * lora * setup.adapter_bytes,
+        lora_weights=0 if setup.full else trained * weight_bytes,
+        gradients=trained * weight_bytes,
+        optimizer=2 * trained * weight_bytes,
         activations=activation_bytes(setup, checkpointing=False),
         activations_checkpointed=activation_bytes(setup, checkpointing=True),
         recomputed_layer=layer_activation_bytes(setup),
@@ -326,6 +335,13 @@ def plan_memory(setup: TrainingSetup, overhead: int = CUDA_OVERHEAD) -> MemoryPl
         overhead=overhead,
         gradient_checkpointing=setup.gradient_checkpointing,
     )
+
+
+def trained_parameters(setup: TrainingSetup) -> int:
+    """The parameters the optimizer updates: LoRA's, or every one with peft=full."""
+    if setup.full:
+        return parameter_count(setup.architecture)
+    return lora_parameter_count(setup.architecture, setup.lora_targets, setup.rank)
 
 
 def architecture_of(model: ModelConfig) -> ArchitectureConfig:
@@ -380,20 +396,22 @@ def setup_from_params(params: Params) -> tuple[TrainingSetup, str]:
     train, peft = train_config(params, task), params.peft
     quantization = peft.quantization  # None for lora (medtune.checks)
     weight_bytes = training_weight_bytes(params.model.weights.dtype, peft.method)
+    full = peft.method == "full"
     setup = TrainingSetup(
         architecture=architecture_of(params.model),
-        lora_targets=tuple(params.model.lora_targets),
-        rank=peft.r,
+        lora_targets=() if full else tuple(params.model.lora_targets),
+        rank=0 if full else peft.r,
         batch_size=train.batch_size,
         seq_len=max_length(params, task),
         weight_bytes=weight_bytes,
         quant_bits=None if quantization is None else quantization.bits,
         double_quant=quantization is not None and quantization.double_quant,
         autocast=train.bf16,
-        lora_dropout=peft.dropout > 0,
+        lora_dropout=not full and peft.dropout > 0,
         padding_free=train.padding_free,
         attention=train.attn_implementation,
         gradient_checkpointing=train.gradient_checkpointing,
+        full=full,
     )
     return setup, task
 
@@ -407,17 +425,21 @@ def print_plan(plan: MemoryPlan, setup: TrainingSetup, title: str, console: Cons
     """The plan as a table of its parts (GiB), the GPUs it fits, and which total applies."""
     from rich.table import Table
 
-    lora = lora_parameter_count(setup.architecture, setup.lora_targets, setup.rank)
+    trained = trained_parameters(setup)
     tokens = setup.batch_size * setup.seq_len
     table = Table(title=title)
     table.add_column("part")
     table.add_column("GiB", justify="right")
     table.add_column("what")
     rows = [
-        ("base weights", plan.base_weights, _weights_note(setup)),
-        ("LoRA weights", plan.lora_weights, f"{lora:,} parameters, {8 * setup.adapter_bytes}-bit"),
-        ("gradients", plan.gradients, "one per LoRA parameter"),
-        ("optimizer state", plan.optimizer, "AdamW: two moments per LoRA parameter"),
+        ("base weights" if not setup.full else "weights (all trained)", plan.base_weights, _weights_note(setup)),
+        *(
+            []
+            if setup.full
+            else [("LoRA weights", plan.lora_weights, f"{trained:,} parameters, {8 * setup.adapter_bytes}-bit")]
+        ),
+        ("gradients", plan.gradients, f"one per trained parameter ({trained:,})"),
+        ("optimizer state", plan.optimizer, "AdamW: two moments per trained parameter"),
         ("activations", plan.activations, "without gradient checkpointing"),
         ("activations (checkpointed)", plan.activations_checkpointed, "layer inputs + one layer recomputed"),
         ("logits and loss", plan.logits, f"{tokens:,} tokens x {setup.architecture.vocab_size:,} words, all kept"),

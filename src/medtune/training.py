@@ -111,10 +111,11 @@ def load_base_for_training(
     from transformers import AutoModelForCausalLM
 
     load = {"quantization_config": quantization_config(peft), "attn_implementation": train.attn_implementation}
+    dtype = torch.float32 if peft.method == "full" else "auto"  # trained weights keep fp32 master copies
     if kind == "sft":
-        model = AutoModelForCausalLM.from_pretrained(base_dir, dtype="auto", **load, **SAFE_LOADING)
+        model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=dtype, **load, **SAFE_LOADING)
     else:
-        model = load_token_classifier(base_dir, labels, seed, dtype="auto", attention=attention, **load)
+        model = load_token_classifier(base_dir, labels, seed, dtype=dtype, attention=attention, **load)
         model.score.float()
     if load["quantization_config"] is not None:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=train.gradient_checkpointing)
@@ -133,11 +134,14 @@ def trainable_model(
     seed: int,
     attention: str = "causal",
 ) -> Any:
-    """The model the Trainer trains: the frozen base with LoRA (or DoRA) on `lora_targets`, set up as `train` says.
-    The autocast shortcut is left out for DoRA, whose magnitude is computed from the frozen weights themselves."""
+    """The model the Trainer trains: the frozen base with LoRA (or DoRA) on `lora_targets`, set up as `train` says;
+    with peft=full the whole model in fp32, every weight trained. The autocast shortcut is left out for DoRA, whose
+    magnitude is computed from the frozen weights themselves."""
     from peft import get_peft_model
 
     model = load_base_for_training(kind, base_dir, labels, peft, train, seed, attention)
+    if peft.method == "full":
+        return model
     model = get_peft_model(model, lora_config(peft, lora_targets, kind))
     if train.bf16 and peft.method == "lora" and not peft.use_dora:
         log.info("LoRA layers set to skip repeated autocast casts: %d", skip_autocast_copies(model))
@@ -457,8 +461,11 @@ def _plain(config: dict) -> dict:
 
 def save_adapter(model: Any, adapter_dir: Path) -> None:
     """peft's save_pretrained, with the module lists of adapter_config.json sorted: peft holds them as sets, whose
-    order changes from one process to the next (string hashing is randomised), so the file would differ per run."""
+    order changes from one process to the next (string hashing is randomised), so the file would differ per run.
+    A fully fine-tuned model (no adapter) is saved whole, as transformers saves any model."""
     model.save_pretrained(adapter_dir, safe_serialization=True)
+    if not (adapter_dir / "adapter_config.json").is_file():
+        return
     config = read_json(adapter_dir / "adapter_config.json")
     for key in ("target_modules", "modules_to_save"):
         if isinstance(config.get(key), list):
@@ -466,8 +473,15 @@ def save_adapter(model: Any, adapter_dir: Path) -> None:
     write_json(adapter_dir / "adapter_config.json", config)
 
 
+def parameter_counts(model: Any) -> tuple[int, int]:
+    """(trained, all) parameters; peft's own count for an adapter model (it counts 4-bit weights unpacked)."""
+    if hasattr(model, "get_nb_trainable_parameters"):
+        return model.get_nb_trainable_parameters()
+    return sum(p.numel() for p in model.parameters() if p.requires_grad), sum(p.numel() for p in model.parameters())
+
+
 def _train_and_save(trainer: Any, adapter_dir: Path, resume: Path | None) -> tuple[dict, dict]:
-    trainable, total = trainer.model.get_nb_trainable_parameters()
+    trainable, total = parameter_counts(trainer.model)
     log.info("Training %d of %d parameters (%.2f%%)", trainable, total, 100 * trainable / total)
     tokens_before = read_json(resume / "trainer_state.json")["num_input_tokens_seen"] if resume else 0
     start = time.perf_counter()

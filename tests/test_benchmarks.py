@@ -22,6 +22,16 @@ def test_the_generation_benchmark_reports_both_modes_and_identical_texts(tmp_pat
     assert result["identical_texts"] is True and result["ratio"] > 0
 
 
+def test_the_tagging_benchmark_reports_both_orders_and_identical_tags(tmp_path):
+    out = tmp_path / "tagging.json"
+    command = [sys.executable, "benchmarks/tagging_throughput.py", "--model", "tiny", "--windows", "20"]
+    subprocess.run([*command, "--batch-size", "4", "--json", str(out)], cwd=ROOT, check=True)
+
+    result = json.loads(out.read_text())
+    assert result["windows"] == 20 and result["identical_tags"] is True and result["ratio"] > 0
+    assert result["tokens"] <= result["padded_tokens"]["sorted"] < result["padded_tokens"]["corpus_order"]
+
+
 def test_the_training_benchmark_trains_both_recipes_on_the_same_tokens(tmp_path):
     out = tmp_path / "train.json"
     command = [sys.executable, "benchmarks/train_throughput.py", "--model", "tiny", "--examples", "4", "--profile"]

@@ -112,8 +112,11 @@ def predict_tags(
     """Predicted tag of each word (at its first sub-token) per record, windows joined back in order.
 
     `examples` are tokenized windows `{"id", "window", "input_ids", "labels"}`; labels only mark word starts.
+    Batches hold windows of similar length: in corpus order, a batch is padded to its longest sentence (BC5CDR's
+    test split: 2.8x the tokens it holds, 1.02x sorted).
     """
     by_record: dict[str, list[tuple[int, list[str]]]] = {}
+    examples = sorted(examples, key=lambda e: len(e["input_ids"]))
     for b in tqdm(range(0, len(examples), batch_size), desc="tagging", unit="batch"):
         batch = examples[b : b + batch_size]
         input_ids, mask, _ = _right_padded(batch, 0)  # the pad id is masked out, so any id does

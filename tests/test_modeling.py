@@ -15,9 +15,10 @@ from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
 from conftest import ROOT, tiny_weights
-from medtune.config import ArchitectureConfig, WeightsConfig, compose_params, validate
+from medtune.config import WEIGHT_SOURCES, ArchitectureConfig, WeightsConfig, compose_params, validate
 from medtune.errors import ModelError
 from medtune.modeling import (
+    WEIGHT_BUILDERS,
     build_base_model,
     check_logits,
     gguf_path_in_package,
@@ -203,3 +204,7 @@ def test_head_dim_is_the_stated_one_or_hidden_size_over_heads_in_our_config_and_
     assert head_dim(ArchitectureConfig(**nemo, tie_word_embeddings=False)) == 160
     assert head_dim(MistralConfig(**shape, head_dim=128)) == 128  # what export reads from a model's config.json
     assert head_dim(LlamaConfig(**shape)) == 160
+
+
+def test_every_weight_source_the_config_accepts_has_a_builder():
+    assert set(WEIGHT_BUILDERS) == set(WEIGHT_SOURCES)

@@ -52,8 +52,7 @@ MAX_RELATIVE_LOGIT_DIFF = {
 def build_base_model(weights: WeightsConfig, out_dir: Path, allow_pickle: bool = False) -> dict:
     """Write a safetensors model + tokenizer for `model.weights` into `out_dir`; return where it came from.
     `allow_pickle` (model.allow_pickle) lets a hub or local model with pickle weights only be read."""
-    builders = {"gguf-package": _from_gguf_package, "hub": _from_hub_or_path, "tiny-random": _tiny_random}
-    model, tokenizer, origin = builders[weights.source](weights, allow_pickle)
+    model, tokenizer, origin = WEIGHT_BUILDERS[weights.source](weights, allow_pickle)
     model.to(getattr(torch, weights.dtype))
     model.save_pretrained(out_dir, safe_serialization=True)
     tokenizer.save_pretrained(out_dir)
@@ -175,6 +174,11 @@ def _tiny_random(weights: WeightsConfig, allow_pickle: bool) -> tuple[Any, Any, 
     )
     torch.manual_seed(weights.init_seed)
     return LlamaForCausalLM(config), tokenizer, {"source": "tiny-random", "init_seed": weights.init_seed}
+
+
+# How each `model.weights.source` (config.WEIGHT_SOURCES, which tests/test_modeling.py keeps equal to these keys) is
+# read: (weights, allow_pickle) -> (model, tokenizer, origin).
+WEIGHT_BUILDERS = {"gguf-package": _from_gguf_package, "hub": _from_hub_or_path, "tiny-random": _tiny_random}
 
 
 def llama_config(arch: ArchitectureConfig, **extra: Any) -> Any:

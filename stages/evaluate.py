@@ -7,7 +7,8 @@ bootstrap interval over the test examples), examples.jsonl (each example's metri
 compares example by example), eval_machine.json (the hardware the timings in eval_resources.json were
 made on), samples.jsonl (inputs, reference, both models' outputs), scores.csv (the
 base-vs-fine-tuned bar plot) and, for token classification, confusion.csv.
-  sft: perplexity of the reference answers, the task's text metrics on greedy generations, ms per token.
+  sft: perplexity of the reference answers, the task's text metrics on greedy generations, ms per token, and the
+  forgetting check on the general set (eval.general: eval.json `general`, general_samples.jsonl; medtune.forgetting).
   token_classification: seqeval strict IOB2 precision/recall/F1, micro and per type; the base model has an
   untrained head (the floor).
 """
@@ -17,7 +18,8 @@ from pathlib import Path
 
 from medtune.config import load_params, task_config
 from medtune.console import run_main
-from medtune.evaluation import evaluate_generation, evaluate_tagging
+from medtune.evaluation import GeneralSet, evaluate_generation, evaluate_tagging
+from medtune.forgetting import general_examples, read_general_set
 from medtune.io import read_jsonl, write_csv, write_json, write_jsonl
 from medtune.machine import describe
 from medtune.modeling import load_tokenizer
@@ -44,12 +46,18 @@ def main() -> None:
     else:
         judge = params.judge if params.judge.enabled and args.task in params.judge.tasks else None
         tokenizer = load_tokenizer(args.base_dir)
-        done = evaluate_generation(task, records, examples, tokenizer, models, params.eval, params.seed, judge)
+        general = None
+        if params.eval.general.max_examples != 0:
+            path = Path(params.eval.general.path)
+            items = read_general_set(path, params.eval.general.max_examples)
+            general = GeneralSet(items, general_examples(tokenizer, items, task.max_length, path))
+        done = evaluate_generation(task, records, examples, tokenizer, models, params.eval, params.seed, judge, general)
     write_json(args.metrics_dir / "eval.json", done.results)
     write_json(args.metrics_dir / "eval_resources.json", done.speed)
     write_json(args.metrics_dir / "eval_machine.json", describe())
     write_jsonl(args.metrics_dir / "examples.jsonl", done.examples)
     write_jsonl(args.metrics_dir / "samples.jsonl", done.samples)
+    write_jsonl(args.metrics_dir / "general_samples.jsonl", done.general_samples)
     for name, rows in done.plots.items():
         write_csv(args.metrics_dir / name, rows)
 

@@ -23,7 +23,7 @@ TINY = {
     # a checkpoint every 20 steps: ner (8 epochs of 4 steps) saves one mid-run and one at the end, which the kill
     # test kills each (train=cpu's quarter epoch would be 16 checkpoints, each one more killed build)
     "train": {"epochs": 1, "eval_steps": 4, "logging_steps": 2, "checkpoint_steps": 20},
-    "eval": {"batch_size": 4, "max_examples": 4},
+    "eval": {"batch_size": 4, "max_examples": 4, "general": {"max_examples": 6}},
 }
 TINY_GENERATIVE_TASK = {"max_length": 640, "generation": {"max_new_tokens": 8}}
 
@@ -82,7 +82,8 @@ def commit_workspace(repo: Path, message: str) -> None:
 
 
 def make_repo(repo: Path) -> Path:
-    """A git repo with the project's code, config and the first 40 records of each sample data file, set to TINY."""
+    """A git repo with the project's code, config, the first 40 records of each sample data file and the sample
+    harness task, set to TINY."""
     for name in ("conf", "stages", "src", "dvc.yaml", ".dvcignore", ".gitignore"):
         copy = shutil.copytree if (ROOT / name).is_dir() else shutil.copy
         copy(ROOT / name, repo / name)
@@ -91,6 +92,7 @@ def make_repo(repo: Path) -> Path:
     (repo / "data" / "raw").mkdir(parents=True)
     for raw in (ROOT / "data" / "raw").glob("*.jsonl"):
         (repo / "data" / "raw" / raw.name).write_text("".join(raw.read_text().splitlines(keepends=True)[:40]))
+    shutil.copytree(ROOT / "data" / "harness", repo / "data" / "harness")  # the harness stage's offline sample task
     set_root_config(repo, **TINY)
     for task in ("qa", "simplification", "terminology"):
         set_task_config(repo, task, TINY_GENERATIVE_TASK)

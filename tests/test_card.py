@@ -31,6 +31,17 @@ def test_the_card_shows_each_metric_with_its_interval():
     assert "95% bootstrap intervals" in card and "interval.f1" not in card
 
 
+def test_the_forgetting_check_is_labelled_apart_from_the_test_split():
+    params = load_params(ROOT / "params.yaml")
+    general = {"perplexity": 8.1, "exact_match": 0.3}
+    evaluation = {"base": {"rouge_l": 0.2, "general": general}, "finetuned": {"rouge_l": 0.3, "general": general}}
+    card = model_card("qa", params, {}, evaluation=evaluation)
+    assert "| general.exact_match | 0.3 | 0.3 |" in card and "not the test split" in card
+    assert "not the test split" not in model_card(
+        "qa", params, {}, evaluation={"base": {}, "finetuned": {"rouge_l": 0.3}}
+    )
+
+
 def test_a_hub_datasets_card_names_it_as_logs_and_stats_do():
     params = load_params(ROOT / "params.yaml")
     params.tasks.ner.data.merge_with({"source": "hub", "hub_id": "ncbi/ncbi_disease", "revision": None})

@@ -2,9 +2,9 @@
 
 The scenario runs in order (each step starts from the state the previous one left):
 full build -> predict, chat and the CLI offline -> no-op rerun -> push, clone and pull through a DVC remote -> opt-in
-GGUF export -> eval-only change -> one task's change -> data files tracked per task -> LoRA-rank experiment -> full
-fine-tuning -> model switch -> a queued sweep over one task -> the review report of one of its experiments against the
-baseline.
+GGUF export -> opt-in harness benchmarks -> opt-in preference pairs -> eval-only change -> one task's change -> data
+files tracked per task -> LoRA-rank experiment -> full fine-tuning -> model switch -> a queued sweep over one task ->
+the review report of one of its experiments against the baseline.
 Rebuilds (byte-identical, killed at every write) run on a build of their own: tests/test_pipeline_rebuild.py.
 """
 
@@ -34,6 +34,8 @@ from dvc_project import (
     set_task_config,
     stages_run,
 )
+from medtune.data import split_words
+from medtune.generation import _entities
 from medtune.modeling import MAX_RELATIVE_LOGIT_DIFF
 
 pytestmark = pytest.mark.pipeline
@@ -64,7 +66,17 @@ def test_repro_builds_every_stage_of_every_task_and_writes_the_metrics(repo):
             value = value[name]
         assert interval["low"] <= value <= interval["high"], (task, metric)
     examples = [json.loads(line) for line in (repo / "metrics/qa/examples.jsonl").read_text().splitlines()]
-    assert len(examples) == 4 and {"perplexity", "rouge_l"} <= examples[0]["finetuned"].keys()
+    assert len(examples) == 4 + 6 and {"perplexity", "rouge_l"} <= examples[0]["finetuned"].keys()
+    assert examples[-1]["id"] == "general-006" and "general.exact_match" in examples[-1]["base"]
+    # the forgetting check: every generative task, base and fine-tuned, on the first 6 general items
+    for task in ("qa", "simplification", "terminology"):
+        for model in ("base", "finetuned"):
+            general = metrics[task][model]["general"]
+            assert general.keys() == {"perplexity", "rouge_l", "exact_match"} and general["perplexity"] > 1
+            assert "general.perplexity" in metrics[task][model]["interval"]
+        answers = (repo / f"metrics/{task}/general_samples.jsonl").read_text().splitlines()
+        assert [json.loads(a)["id"] for a in answers] == [f"general-{i:03d}" for i in range(1, 7)]
+    assert "general" not in metrics["ner"]["finetuned"]
     machine = json.loads((repo / "metrics/qa/eval_machine.json").read_text())
     assert machine["cpu"] and machine["torch"]  # timings name their hardware
     assert (repo / "metrics/ner/confusion.csv").read_text().startswith("actual,predicted\n")
@@ -79,13 +91,17 @@ def test_repro_builds_every_stage_of_every_task_and_writes_the_metrics(repo):
     assert "provenance: authored sample data" in card and "`B-Medication`" in card and "Medical disclaimer" in card
 
 
-def test_predict_tags_text_with_the_merged_model(repo):
-    text = "Fever after amoxicillin."
+def test_predict_tags_text_as_evaluate_tagged_it(repo):
+    """`medtune predict` loads the merged model its own way (bidirectional, from its config): the test sentence the
+    fine-tuned model tagged most in evaluate gets the same entities back."""
+    samples = [json.loads(line) for line in (repo / "metrics/ner/samples.jsonl").read_text().splitlines()]
+    sample = max(samples, key=lambda s: sum(tag != "O" for tag in s["finetuned"]))
+    text = " ".join(sample["tokens"])
     result = subprocess.run(["medtune", "predict", "ner", text], cwd=repo, capture_output=True, text=True,
                             env=command_env(), check=True)  # fmt: skip
     assert not NETWORK_LOG.exists()
     entities = json.loads(result.stdout)
-    assert entities, result.stdout  # a tiny random model: spans, not quality
+    assert entities == _entities(text, split_words(text), sample["finetuned"])
     assert all(text[e["start"] : e["end"]] == e["text"] for e in entities)
 
 
@@ -138,6 +154,34 @@ def test_export_is_opt_in_and_writes_checked_gguf_files_a_modelfile_and_the_full
     card = (out / "README.md").read_text()
     assert "| format_adherence |" in card and "terminology-q8_0.gguf" in card  # test metrics and the files
     set_root_config(repo, export={"tasks": []})
+    assert stages_run(dvc(repo, "repro")) == set()
+
+
+def test_the_harness_is_opt_in_and_benchmarks_base_against_fine_tuned(repo):
+    set_root_config(repo, harness={"tasks": ["qa"], "benchmarks": "sample", "limit": 8})
+    assert stages_run(dvc(repo, "repro")) == {"harness@qa"}  # offline: the sample task reads local files
+    entry = json.loads((repo / "metrics/qa/harness.json").read_text())["benchmarks"]["medtune_sample_mc"]
+    assert entry["examples"] == 8 and {"acc", "acc_stderr", "acc_norm"} <= entry["finetuned"].keys()
+    assert entry["difference"]["acc"] == pytest.approx(entry["finetuned"]["acc"] - entry["base"]["acc"])
+    assert entry["interval"]["acc"]["low"] <= entry["difference"]["acc"] <= entry["interval"]["acc"]["high"]
+    run(repo, str(Path(sys.executable).parent / "medtune"), "report", "--against", "HEAD")
+    assert "| medtune_sample_mc | acc | 8 | " in (repo / "metrics/report.md").read_text()
+    set_root_config(repo, harness={"tasks": []})
+    assert stages_run(dvc(repo, "repro")) == set()
+
+
+def test_preference_pairs_are_opt_in_and_built_from_the_sft_models_answers(repo):
+    set_root_config(repo, align={"tasks": ["simplification"], "pairs": {"samples": 2}})
+    assert stages_run(dvc(repo, "repro")) == {"pairs@simplification"}
+    out = repo / "data/pairs/simplification"
+    stats = json.loads((out / "stats.json").read_text())["train"]
+    pairs = [json.loads(line) for line in (out / "train.jsonl").read_text().splitlines()]
+    assert stats["pairs"] == len(pairs) > 0 and stats["pairs"] + stats["ties_skipped"] == stats["prompts"]
+    assert all(p["score"]["chosen"] - p["score"]["rejected"] > 0.05 and p["chosen"] != p["rejected"] for p in pairs)
+    first = (out / "train.jsonl").read_bytes()
+    assert stages_run(dvc(repo, "repro", "-f", "-s", "pairs@simplification")) == {"pairs@simplification"}
+    assert (out / "train.jsonl").read_bytes() == first  # seeded sampling: the same pairs again
+    set_root_config(repo, align={"tasks": []})
     assert stages_run(dvc(repo, "repro")) == set()
 
 

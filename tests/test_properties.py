@@ -687,8 +687,13 @@ def key_paths(node: Any, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
 
 
 ALL_KEYS = key_paths(PARAMS)
-# keys the schema names: not task names, nor the names in a task's free maps
-SCHEMA_KEYS = [p for p in ALL_KEYS if p[0] != "tasks" or (len(p) > 2 and not set(p[2:-1]) & set(FREE))]
+# keys the schema names: not task names, nor the names in a task's free maps, nor the names of harness.lists
+SCHEMA_KEYS = [
+    p
+    for p in ALL_KEYS
+    if (p[0] != "tasks" or (len(p) > 2 and not set(p[2:-1]) & set(FREE)))
+    and not (len(p) > 2 and p[:2] == ("harness", "lists"))
+]
 
 
 def schema_fields(path: tuple[str, ...]) -> list[str]:
@@ -841,7 +846,7 @@ DEEP = "[" * 300 + "]" * 300  # deeper than OmegaConf can merge, not than PyYAML
         (b"\ttrain: 1", "-"),
         (b"- 1\n- 2", "-"),
         (b"null", "-"),
-        ("\ufeffseed: 1".encode(), "eval.batch_size"),  # a BOM is fine; the first key missing is named
+        ("\ufeffseed: 1".encode(), "align.pairs.margin"),  # a BOM is fine; the first key missing is named
         (b"train: 5", "train"),  # a value where a section belongs
         (b"tasks: {qa: {metrics: {}}}", "tasks.qa.metrics"),  # a section where a list belongs
         (b"tasks: {qa: {labels: [[O]]}}", "tasks.qa.labels[0]"),  # a list where text belongs

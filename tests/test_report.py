@@ -88,6 +88,23 @@ def test_no_mark_without_a_paired_test():
     assert "| not marked: different test examples |" in text
 
 
+def test_the_forgetting_checks_items_are_paired_apart_from_the_test_examples():
+    """examples.jsonl holds the test examples, then the general items with their `general.*` statistics."""
+    test_rows = examples_jsonl(SCORES)
+    general = [{"id": f"general-{i}", "finetuned": {"general.exact_match": [float(i % 2), 1.0]}} for i in range(40)]
+    forgot = [{"id": r["id"], "finetuned": {"general.exact_match": [0.0, 1.0]}} for r in general]
+    changes = compare(
+        {"qa": {"rouge_l": 0.5, "general.exact_match": 0.5}}, {"qa": {"rouge_l": 0.52, "general.exact_match": 0.0}}
+    )
+
+    rows = mark_changes(
+        changes, {"qa": (test_rows + general, examples_jsonl([s + 0.02 for s in SCORES]) + forgot)}, {}, Bootstrap()
+    )
+
+    assert {c.metric: c.verdict for c in rows} == {"general.exact_match": "worse", "rouge_l": "better"}
+    assert rows[0].paired[1] < 0  # 20 of 40 answers lost: the interval of the change is below 0
+
+
 def test_timings_are_never_marked_and_say_whether_the_hardware_matched():
     amd = {"cpu": "AMD EPYC", "cpu_flags": ["avx512_bf16"], "cores": 2, "gpu": None, "torch": "2.13.0"}
     intel = {**amd, "cpu": "Intel Xeon", "cpu_flags": ["avx512_bf16", "amx_bf16"]}

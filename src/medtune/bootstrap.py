@@ -75,6 +75,7 @@ FINISH: dict[str, Finish] = {
             "quantities_invented",
             "medications_preserved",
             "medications_invented",
+            "exact_match",
         ),
         _share,
     ),
@@ -84,12 +85,13 @@ FINISH: dict[str, Finish] = {
 def statistic(metric: str) -> tuple[str, Finish]:
     """Where a metric's per-example statistics are kept in examples.jsonl and how they become the metric: entity
     scores share one triple (`f1`, `precision` -> `entities`; `per_type.Disease.f1` -> `entities.Disease`), every
-    other metric has its own key, and a metric without an entry in FINISH is a mean."""
+    other metric has its own key, and is finished by its last name (`general.perplexity` as perplexity); one without
+    an entry in FINISH is a mean."""
     last = metric.rsplit(".", 1)[-1]
     if last in ENTITY_METRICS:
         kind = metric.split(".")[1] if metric.startswith("per_type.") else None
         return ("entities" if kind is None else f"entities.{kind}"), FINISH[last]
-    return metric, FINISH.get(metric, _mean)
+    return metric, FINISH.get(last, _mean)
 
 
 def finish(metric: str, rows: list) -> float:

@@ -176,5 +176,10 @@ def _evaluation(task_name: str, evaluation: dict | None) -> str:
             "| metric | base | fine-tuned |",
             "|---|---|---|",
             *rows,
+            *(
+                ["", "`general.*`: the forgetting check, 50 general instructions outside medicine, not the test split."]
+                if any(name.startswith("general.") for name in names)
+                else []
+            ),
         ]
     )

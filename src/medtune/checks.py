@@ -33,9 +33,11 @@ from medtune.config import (
     TOKEN_LAYOUTS,
     WEIGHT_DTYPES,
     WEIGHT_SOURCES,
+    AlignConfig,
     DataConfig,
     EvalConfig,
     ExportConfig,
+    HarnessConfig,
     JudgeConfig,
     ModelConfig,
     Params,
@@ -67,6 +69,8 @@ def check_params(cfg: Params) -> None:
     check_judge(cfg.judge)
     check_scope(cfg.scope)
     check_export(cfg.export, cfg.tasks)
+    check_harness(cfg.harness, cfg.tasks)
+    check_align(cfg.align, cfg.tasks)
     check_privacy(cfg.privacy)
 
 
@@ -314,6 +318,12 @@ def check_eval(eval_cfg: EvalConfig) -> None:
         raise ConfigError(
             "eval.near_copy_distance", f"must be 0 or more and below 1, not {eval_cfg.near_copy_distance:g}"
         )
+    general_max = eval_cfg.general.max_examples
+    if general_max is not None and general_max < 0:
+        raise ConfigError(
+            "eval.general.max_examples", f"must be 0 (no forgetting check) or more, or null for all, not {general_max}"
+        )
+    at_least("eval.general.max_new_tokens", eval_cfg.general.max_new_tokens, 1)
 
 
 def check_judge(judge: JudgeConfig) -> None:
@@ -337,16 +347,50 @@ def check_scope(scope: ScopeConfig) -> None:
 def check_export(export: ExportConfig, tasks: DictConfig) -> None:
     """The export stage runs once per export.tasks entry on that task's merged model, so each must be a generative
     task of this run; its types must be GGUF types medtune writes."""
-    for name in export.tasks:
-        if name not in tasks or tasks[name].kind != "sft":
-            generative = ", ".join(t for t in tasks if tasks[t].kind == "sft") or "none"
-            raise ConfigError("export.tasks", f"{name!r} is not a generative task of this run (those: {generative})")
+    generative_tasks("export.tasks", export.tasks, tasks)
     for gguf_type in export.types:
         choice("export.types", gguf_type, GGUF_TYPES)
     if "q4_k_m" in export.types and "f16" not in export.types:
         raise ConfigError("export.types", "q4_k_m is quantized from the f16 file: list f16 in export.types too")
     if export.ollama not in export.types:
         raise ConfigError("export.ollama", f"{export.ollama!r} is not in export.types {list(export.types)}")
+
+
+def check_harness(harness: HarnessConfig, tasks: DictConfig) -> None:
+    """The harness stage benchmarks causal LMs: generative tasks of this run only, and a benchmark list that names
+    one of `lists` or harness task names."""
+    generative_tasks("harness.tasks", harness.tasks, tasks)
+    if isinstance(harness.benchmarks, str):
+        if harness.benchmarks not in harness.lists:
+            names = ", ".join(harness.lists)
+            raise ConfigError("harness.benchmarks", f"{harness.benchmarks!r} is not a list of harness.lists ({names})")
+    elif not harness.benchmarks or not all(isinstance(b, str) and b for b in harness.benchmarks):
+        raise ConfigError("harness.benchmarks", "must name a list of harness.lists or list lm-eval task names")
+    at_least("harness.num_fewshot", harness.num_fewshot, 0)
+    count("harness.limit", harness.limit)
+    at_least("harness.batch_size", harness.batch_size, 1)
+
+
+def check_align(align: AlignConfig, tasks: DictConfig) -> None:
+    """Preference tuning follows SFT of a generative task; pairs need two answers to compare besides the reference."""
+    generative_tasks("align.tasks", align.tasks, tasks)
+    pairs = align.pairs
+    at_least("align.pairs.samples", pairs.samples, 1)
+    count("align.pairs.max_prompts", pairs.max_prompts)
+    if not pairs.temperature > 0:
+        raise ConfigError("align.pairs.temperature", f"must be above 0 (sampling), not {pairs.temperature:g}")
+    if not 0 < pairs.top_p <= 1:
+        raise ConfigError("align.pairs.top_p", f"must be above 0 and at most 1, not {pairs.top_p:g}")
+    if pairs.margin < 0:
+        raise ConfigError("align.pairs.margin", f"must be 0 or more, not {pairs.margin:g}")
+
+
+def generative_tasks(key: str, names: list[str], tasks: DictConfig) -> None:
+    """Stages that run on a task's merged causal LM (export, harness) take only generative tasks of this run."""
+    for name in names:
+        if name not in tasks or tasks[name].kind != "sft":
+            generative = ", ".join(t for t in tasks if tasks[t].kind == "sft") or "none"
+            raise ConfigError(key, f"{name!r} is not a generative task of this run (those: {generative})")
 
 
 def check_privacy(privacy: PrivacyConfig) -> None:

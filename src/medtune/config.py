@@ -202,12 +202,20 @@ class TaskConfig:
 
 
 @dataclass
+class GeneralSetConfig:
+    path: str = MISSING  # the forgetting check's general instructions (medtune.forgetting), a DVC dependency
+    max_examples: int | None = MISSING  # None: every item; 0: no forgetting check
+    max_new_tokens: int = MISSING
+
+
+@dataclass
 class EvalConfig:
     batch_size: int = MISSING
     max_examples: int | None = MISSING  # None: the whole test split
     bootstrap_samples: int = MISSING  # resamples of the test examples for each metric's interval; 0: no intervals
     confidence: float = MISSING  # of the intervals, and of the report's paired comparisons
     near_copy_distance: float = MISSING  # near_copy_rate: outputs within this word edit distance (over length)
+    general: GeneralSetConfig = field(default_factory=GeneralSetConfig)  # the forgetting check of generative tasks
 
 
 @dataclass
@@ -235,6 +243,32 @@ class ExportConfig:
 
 
 @dataclass
+class HarnessConfig:
+    tasks: list[str] = MISSING  # generative tasks whose base and merged models are benchmarked (opt-in)
+    benchmarks: Any = MISSING  # a list name of `lists`, or lm-eval task names
+    lists: dict[str, list[str]] = MISSING  # ready benchmark lists: name -> lm-eval task names
+    num_fewshot: int = MISSING
+    limit: int | None = MISSING  # questions per benchmark (a quick run); None: all
+    batch_size: int = MISSING
+    include_path: str = MISSING  # a folder of lm-eval task YAMLs of the user's own (lm-eval's --include_path)
+
+
+@dataclass
+class PairsConfig:
+    samples: int = MISSING  # answers the SFT model samples per training prompt
+    max_prompts: int | None = MISSING  # a seeded sample of the training prompts; None: all
+    temperature: float = MISSING
+    top_p: float = MISSING
+    margin: float = MISSING  # best and worst must differ by more than this score (medtune.preference)
+
+
+@dataclass
+class AlignConfig:
+    tasks: list[str] = MISSING  # generative tasks to align after SFT (opt-in)
+    pairs: PairsConfig = field(default_factory=PairsConfig)
+
+
+@dataclass
 class PrivacyConfig:
     phi: str = MISSING  # PHI_POLICIES: what prepare does with a possible identifier (medtune.privacy)
 
@@ -250,6 +284,8 @@ class Params:
     judge: JudgeConfig = field(default_factory=JudgeConfig)
     scope: ScopeConfig = field(default_factory=ScopeConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
+    harness: HarnessConfig = field(default_factory=HarnessConfig)
+    align: AlignConfig = field(default_factory=AlignConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
 
 

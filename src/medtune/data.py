@@ -332,6 +332,24 @@ def to_sft_records(
     return to_records(rows, fields, id_column, on_invalid)
 
 
+PREFERENCE_FIELDS = ("prompt", "chosen", "rejected")  # TRL's standard preference format, with an optional system
+
+
+def to_preference_records(rows: list[Row], id_column: str | None, on_invalid: str) -> tuple[list[dict], list[str]]:
+    """`{"id", "prompt", "chosen", "rejected"}` (and `system` when a row has one) for preference tuning, each a
+    non-empty text; a pair whose two answers are the same text teaches nothing and is a bad record."""
+
+    def fields(where: str, row: dict) -> dict:
+        record = {field: _text_field(where, row, field, field) for field in PREFERENCE_FIELDS}
+        if record["chosen"] == record["rejected"]:
+            raise DataError(where, "chosen and rejected are the same text")
+        if row.get("system") is not None:
+            record["system"] = _text_field(where, row, "system", "system")
+        return record
+
+    return to_records(rows, fields, id_column, on_invalid)
+
+
 def chat_fields(where: str, turns: Any, column: str = "messages") -> dict:
     """`{"prompt", "response"}` (and `system`, `history` when there are any) of one chat: a list of
     `{"role": "system" | "user" | "assistant", "content"}` turns (OpenAI), or of `{"from": "system" | "human" |

@@ -12,12 +12,16 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from medtune.bootstrap import Bootstrap, finish, statistic
 from medtune.config import EvalConfig, JudgeConfig, TaskConfig
+from medtune.forgetting import METRICS as GENERAL_METRICS
+from medtune.forgetting import PREFIX as GENERAL
+from medtune.forgetting import general_statistics
 from medtune.generation import example_nll, generate, predict_tags
 from medtune.judge import judge_simplifications
 from medtune.metrics import direction, entity_statistics, seqeval_scores, tag_confusion, text_statistics
@@ -35,6 +39,15 @@ class Evaluation:
     samples: list[dict]  # samples.jsonl
     plots: dict[str, list[dict]]  # CSV file name -> rows
     speed: dict  # eval_resources.json
+    general_samples: list[dict] = field(default_factory=list)  # general_samples.jsonl: the forgetting check's answers
+
+
+@dataclass
+class GeneralSet:
+    """The forgetting check's items and their tokenized references (medtune.forgetting)."""
+
+    items: list[dict]
+    examples: list[dict]
 
 
 def evaluate_generation(
@@ -46,12 +59,14 @@ def evaluate_generation(
     eval_cfg: EvalConfig,
     seed: int,
     judge: JudgeConfig | None,
+    general: GeneralSet | None = None,
 ) -> Evaluation:
-    """Perplexity of the references, greedy generations scored by the task's metrics, optional judge."""
+    """Perplexity of the references, greedy generations scored by the task's metrics, optional judge, and the
+    forgetting check on the general set (when given)."""
     prompts = [render_record_prompt(tokenizer, r, task.system, task.prompt_template) for r in records]
     sources, references = [r["prompt"] for r in records], [r["response"] for r in records]
     ids = [r["id"] for r in records]
-    results, statistics, outputs, speed = {}, {}, {}, {}
+    results, statistics, outputs, speed, general_outputs = {}, {}, {}, {}, {}
     for name, model_dir in models.items():
         log.info("Evaluating the %s model (%s) on %d test examples", name, model_dir, len(records))
         model = load_causal_lm(model_dir)
@@ -70,11 +85,26 @@ def evaluate_generation(
         if judge is not None:
             results[name].update(judge_simplifications(judge, sources, gens.texts))
         log.info("%s: %s", name, {k: round(v, 4) if isinstance(v, float) else v for k, v in results[name].items()})
+        if general is not None:
+            log.info("Forgetting check: the %s model on %d general instructions", name, len(general.items))
+            general_stats, answers = general_statistics(model, tokenizer, general.items, general.examples, eval_cfg)
+            statistics[name].update(general_stats)
+            general_outputs[name] = answers.texts
+            results[name]["general"] = _scores(general_stats, prefix=GENERAL)
+            log.info("%s, general: %s", name, {k: round(v, 4) for k, v in results[name]["general"].items()})
     samples = [
         {"id": r["id"], "source": r["prompt"], "reference": r["response"], "base": b, "finetuned": f}
         for r, b, f in zip(records, outputs["base"], outputs["finetuned"], strict=True)
     ]
-    return _with_intervals(results, statistics, ids, eval_cfg, seed, samples, {}, speed)
+    general_ids = [item["id"] for item in general.items] if general is not None else []
+    done = _with_intervals(results, statistics, ids, eval_cfg, seed, samples, {}, speed, general_ids)
+    if general is not None:
+        done.general_samples = [
+            {"id": item["id"], "instruction": item["instruction"], "reference": item["reference"], "base": b,
+             "finetuned": f}
+            for item, b, f in zip(general.items, general_outputs["base"], general_outputs["finetuned"], strict=True)
+        ]  # fmt: skip
+    return done
 
 
 def evaluate_tagging(
@@ -108,10 +138,11 @@ def evaluate_tagging(
 
 def _with_intervals(
     results: dict, statistics: dict, ids: list[str], eval_cfg: EvalConfig, seed: int, samples: list[dict], plots: dict,
-    speed: dict,
+    speed: dict, general_ids: list[str] = (),
 ) -> Evaluation:  # fmt: skip
     """The Evaluation, each headline metric of each model given its bootstrap interval (`eval.bootstrap_samples`
-    resamples of the test examples, seeded; none when 0), and the per-example statistics in examples.jsonl rows."""
+    resamples of the test examples, seeded; none when 0), and the per-example statistics in examples.jsonl rows:
+    one per test example, then one per general item (`general.<metric>` statistics, the forgetting check)."""
     bootstrap = Bootstrap(eval_cfg.bootstrap_samples, eval_cfg.confidence, seed)
     for name, scores in results.items():
         if bootstrap.samples and ids:
@@ -120,17 +151,25 @@ def _with_intervals(
                 for metric, key in _interval_metrics(scores, statistics[name])
             }
     results["bootstrap"] = {"samples": bootstrap.samples, "confidence": bootstrap.confidence, "seed": seed}
-    examples = [
-        {"id": id_, **{name: {key: rows[i] for key, rows in sorted(statistics[name].items())} for name in statistics}}
-        for i, id_ in enumerate(ids)
-    ]
+    examples = _example_rows(statistics, ids, lambda key: not key.startswith(GENERAL))
+    examples += _example_rows(statistics, list(general_ids), lambda key: key.startswith(GENERAL))
     plots = {"scores.csv": _score_rows({k: v for k, v in results.items() if k in statistics}), **plots}
     return Evaluation(results, examples, samples, plots, speed)
 
 
-def _scores(statistics: dict) -> dict:
-    """Each metric of the whole test set; a share of nothing (no quantities in any source) is left out, said."""
-    scores = {metric: finish(metric, rows) for metric, rows in statistics.items()}
+def _example_rows(statistics: dict, ids: list[str], keep: Callable[[str], bool]) -> list[dict]:
+    """examples.jsonl rows of these ids: each model's statistics of the keys `keep` accepts, in key order."""
+    kept = {name: {k: rows for k, rows in sorted(stats.items()) if keep(k)} for name, stats in statistics.items()}
+    return [
+        {"id": id_, **{name: {k: rows[i] for k, rows in stats.items()} for name, stats in kept.items()}}
+        for i, id_ in enumerate(ids)
+    ]
+
+
+def _scores(statistics: dict, prefix: str = "") -> dict:
+    """Each metric of the whole test set; a share of nothing (no quantities in any source) is left out, said.
+    `prefix` is taken off the names (`general.rouge_l` -> `rouge_l` under eval.json's `general`)."""
+    scores = {metric.removeprefix(prefix): finish(metric, rows) for metric, rows in statistics.items()}
     for metric in [m for m, value in scores.items() if math.isnan(value)]:
         log.info("%s: nothing to count in these test examples, not scored", metric)
         del scores[metric]
@@ -142,6 +181,7 @@ def _interval_metrics(scores: dict, statistics: dict) -> list[tuple[str, str]]:
     perplexity, or entity precision / recall / F1 and each type's F1."""
     metrics = [m for m in scores if isinstance(scores[m], float) and direction(m) is not None]
     metrics += [f"per_type.{kind}.f1" for kind in scores.get("per_type", {})]
+    metrics += [GENERAL + m for m in scores.get("general", {}) if m in GENERAL_METRICS]
     pairs = [(m, statistic(m)[0]) for m in metrics]
     return [(m, key) for m, key in pairs if key in statistics]
 

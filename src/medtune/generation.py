@@ -55,6 +55,39 @@ def generate(model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int
     return Generations(texts, new_tokens, time.perf_counter() - start)
 
 
+@torch.no_grad()
+def sample(
+    model: Any,
+    tokenizer: Any,
+    prompts: list[str],
+    n: int,
+    max_new_tokens: int,
+    batch_size: int,
+    sampling: dict,
+    seed: int,
+) -> list[list[str]]:
+    """`n` sampled completions of each rendered prompt (`sampling`: generate's temperature, top_p, ...). Each batch
+    reseeds torch's generator from `seed` and its position, so the answers are the same on every run on one machine,
+    whatever ran before."""
+    tokenizer.padding_side = "left"
+    answers: list[list[str]] = []
+    for b in tqdm(range(0, len(prompts), batch_size), desc="sampling", unit="batch"):
+        torch.manual_seed(seed + b)
+        batch = tokenizer(prompts[b : b + batch_size], return_tensors="pt", padding=True, add_special_tokens=False)
+        out = model.generate(
+            **batch.to(model.device),
+            do_sample=True,
+            num_return_sequences=n,
+            max_new_tokens=max_new_tokens,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            **sampling,
+        )
+        texts = tokenizer.batch_decode(out[:, batch.input_ids.shape[1] :], skip_special_tokens=True)
+        answers += [[t.strip() for t in texts[i : i + n]] for i in range(0, len(texts), n)]
+    return answers
+
+
 def _right_padded(batch: list[dict], pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """input_ids, attention_mask and labels of pre-tokenized examples, right-padded to the longest."""
     width = max(len(e["input_ids"]) for e in batch)

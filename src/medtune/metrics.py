@@ -245,6 +245,9 @@ DIRECTION: dict[str, int] = {
     "quantities_invented": -1,
     "medications_preserved": 1,
     "medications_invented": -1,
+    "acc": 1,  # benchmark accuracy of the harness stage (medtune.harness), and its length-normalised variant
+    "acc_norm": 1,
+    "exact_match": 1,  # the forgetting check (medtune.forgetting): answers that contain the expected short answer
 }
 
 

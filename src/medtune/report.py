@@ -6,9 +6,12 @@
   mark that knows each metric's direction (`medtune.metrics.DIRECTION`: lower perplexity is better, higher F1 is
   better). "better" / "worse" only when the change is significant: a paired bootstrap over the test examples both
   revisions scored (metrics/<task>/examples.jsonl, medtune.bootstrap) puts the interval of the change away from 0;
-  otherwise "within noise". No mark where no such test is possible: different test examples, a metric without
+  otherwise "within noise". Benchmark scores of the harness stage (`harness.<benchmark>.<metric>`, from
+  metrics/<task>/harness.json) are marked by the harness's standard errors of both revisions (a normal interval of
+  the change). No mark where no such test is possible: different test examples, a metric without
   per-example scores (validation loss), timings (one measurement each; the report says whether both were made on
   the same hardware, medtune.machine). A metric present in only one revision says so;
+- per task that ran the harness stage, its benchmarks: base vs fine-tuned, the difference and its paired interval;
 - the review plots of dvc.yaml as PNG (metrics/report/*.png), so the report shows them without a browser;
 - three test examples per generative task with both revisions' outputs.
 
@@ -20,16 +23,19 @@ offline by vl-convert, since DVC's HTML loads Vega from the internet.
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from statistics import NormalDist
 from typing import Any
 
 from medtune.bootstrap import Bootstrap, statistic
 from medtune.errors import ConfigError
 from medtune.formatting import flatten, format_number
-from medtune.formatting import with_interval as with_interval  # re-exported: `medtune exp`'s table imports it here
+from medtune.formatting import with_interval as with_interval
+from medtune.harness import STDERR  # re-exported: `medtune exp`'s table imports it here
 from medtune.io import atomic_write_text
 from medtune.machine import same_hardware
 from medtune.metrics import direction
@@ -80,8 +86,8 @@ class MetricChange:
 
 def headline_metrics(metric_files: dict[str, Any]) -> dict[str, dict[str, float]]:
     """`{task: {metric: value}}` from DVC's metrics data of one revision: the fine-tuned model's scores in
-    metrics/<task>/eval.json (nested names dotted), its speed in eval_resources.json and the final validation loss
-    of metrics/<task>/train.json.
+    metrics/<task>/eval.json (nested names dotted), its speed in eval_resources.json, the final validation loss
+    of metrics/<task>/train.json and its benchmark scores in harness.json (`harness.<benchmark>.<metric>`).
     Only metrics with a direction are headline metrics (counts such as `examples` are context), and of the
     per-type scores only F1."""
     tasks: dict[str, dict[str, float]] = {}
@@ -94,10 +100,32 @@ def headline_metrics(metric_files: dict[str, Any]) -> dict[str, dict[str, float]
             values = flatten(content["data"].get("finetuned", {}))
         elif name == "train.json":
             values = {"eval_loss": content["data"].get("eval_loss")}
+        elif name == "harness.json":
+            values = _harness_values(content["data"], "finetuned")
         else:
             continue
         tasks.setdefault(task, {}).update({k: v for k, v in values.items() if _is_headline(k, v)})
     return tasks
+
+
+def _harness_values(harness: dict, model: str) -> dict[str, float]:
+    """`{harness.<benchmark>.<metric>: value}` of one model in harness.json, standard errors included."""
+    return {
+        f"harness.{bench}.{metric}": value
+        for bench, entry in harness.get("benchmarks", {}).items()
+        for metric, value in entry.get(model, {}).items()
+    }
+
+
+def harness_stderrs(metric_files: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """`{task: {harness.<benchmark>.<metric>: standard error}}` of the fine-tuned model, for the marks."""
+    found: dict[str, dict[str, float]] = {}
+    for path, content in metric_files.items():
+        parts = Path(path).parts
+        if len(parts) == 3 and parts[0] == "metrics" and parts[2] == "harness.json" and "data" in content:
+            values = _harness_values(content["data"], "finetuned")
+            found[parts[1]] = {m: values[m + STDERR] for m in values if m + STDERR in values}
+    return found
 
 
 def compare(old: dict[str, dict[str, float]], new: dict[str, dict[str, float]]) -> list[MetricChange]:
@@ -114,13 +142,18 @@ def mark_changes(
     examples: dict[str, tuple[list[dict], list[dict]]],
     hardware: dict[str, tuple[dict | None, dict | None]],
     bootstrap: Bootstrap,
+    stderrs: dict[str, tuple[dict, dict]] | None = None,
 ) -> list[MetricChange]:
     """Each change with its paired bootstrap interval, or the reason it gets no mark. `examples` holds per task the
-    examples.jsonl rows of both revisions, `hardware` the machines their timings were made on."""
+    examples.jsonl rows of both revisions, `hardware` the machines their timings were made on, `stderrs` the
+    benchmark standard errors of both revisions (`harness_stderrs`)."""
     tested = []
     for c in changes:
         if not c.delta or direction(c.metric) is None:  # missing on one side, the same, or without direction
             tested.append(c)
+        elif c.metric.startswith("harness."):
+            old_se, new_se = (stderrs or {}).get(c.task, ({}, {}))
+            tested.append(_by_stderr(c, old_se.get(c.metric), new_se.get(c.metric), bootstrap.confidence))
         elif c.metric in TIMINGS:
             same = same_hardware(*hardware.get(c.task, (None, None)))
             tested.append(replace(c, unmarked="one timing per revision, not tested" if same else "different machines"))
@@ -130,11 +163,22 @@ def mark_changes(
     return tested
 
 
+def _by_stderr(change: MetricChange, old_se: float | None, new_se: float | None, confidence: float) -> MetricChange:
+    """The change of a benchmark score with a normal interval from both revisions' standard errors (the harness
+    keeps no per-question scores across revisions; independent samples, so the interval is conservative)."""
+    if old_se is None or new_se is None:
+        return replace(change, unmarked="no standard error")
+    half = NormalDist().inv_cdf(0.5 + confidence / 2) * math.hypot(old_se, new_se)
+    return replace(change, paired=(change.delta - half, change.delta + half))
+
+
 def _paired(change: MetricChange, old: list[dict], new: list[dict], bootstrap: Bootstrap) -> MetricChange:
     """The change tested on the fine-tuned model's statistics of the test examples both revisions scored."""
     key, _ = statistic(change.metric)
-    stats = [{row["id"]: row.get("finetuned", {}).get(key) for row in rows} for rows in (old, new)]
-    if not all(stats) or any(None in s.values() for s in stats):
+    stats = [
+        {row["id"]: row["finetuned"][key] for row in rows if key in row.get("finetuned", {})} for rows in (old, new)
+    ]
+    if not all(stats):
         return replace(change, unmarked="no per-example scores")
     if stats[0].keys() != stats[1].keys():
         return replace(change, unmarked="different test examples")
@@ -218,6 +262,38 @@ def render(
     return "\n".join(lines)
 
 
+def benchmark_tables(metric_files: dict[str, Any], label: str) -> str:
+    """Markdown: per task with a harness.json in this revision, each benchmark's metrics, base vs fine-tuned, with
+    the harness's standard errors, the difference and its paired interval over the questions."""
+    lines = []
+    for path, content in sorted(metric_files.items()):
+        parts = Path(path).parts
+        if len(parts) != 3 or parts[2] != "harness.json" or "data" not in content:
+            continue
+        lines += ["", f"### {parts[1]} (`{label}`)", ""]
+        lines += [
+            "| benchmark | metric | questions | base | fine-tuned | difference | interval |",
+            "|---|---|---:|---:|---:|---:|---:|",
+        ]
+        for bench, entry in sorted(content["data"].get("benchmarks", {}).items()):
+            for metric in (m for m in entry.get("finetuned", {}) if not m.endswith(STDERR)):
+                cells = [_with_stderr(entry.get(model, {}), metric) for model in ("base", "finetuned")]
+                diff = entry.get("difference", {}).get(metric)
+                bounds = entry.get("interval", {}).get(metric)
+                interval = "" if bounds is None else f"[{bounds['low']:+.3f}, {bounds['high']:+.3f}]"
+                delta = "" if diff is None else f"{diff:+.3f}"
+                row = [bench, metric, entry.get("examples", ""), *cells, delta, interval]
+                lines.append("| " + " | ".join(str(cell) for cell in row) + " |")
+    return "\n".join(["", "## Benchmarks (lm-evaluation-harness)", *lines, ""]) if lines else ""
+
+
+def _with_stderr(scores: dict, metric: str) -> str:
+    if metric not in scores:
+        return "—"
+    se = scores.get(metric + STDERR)
+    return f"{scores[metric]:.3f}" + ("" if se is None else f" ± {se:.3f}")
+
+
 def paired_samples(old: list[dict], new: list[dict], n: int = SAMPLES_PER_TASK) -> list[dict]:
     """The first `n` test examples present in both revisions, with each revision's fine-tuned output.
     Only generative tasks have text outputs; tagging samples (token lists) give none."""
@@ -245,7 +321,7 @@ def write_report(against: str, rev: str | None = None, out: Path = Path("metrics
     new_key = "workspace" if rev is None else rev
     files = {r: shown[r].get("data", {}) for r in (against, new_key)}
     metrics = {r: headline_metrics(files[r]) for r in (against, new_key)}
-    params = changed_params(repo.params.diff(a_rev=against, b_rev=rev).get("diff", {}))
+    params = changed_params(repo.params.diff(a_rev=against, b_rev=rev or "workspace").get("diff", {}))
     figure_dir = out.with_suffix("")
     figures = render_figures(against, rev, figure_dir)
     samples, examples, hardware = {}, {}, {}
@@ -261,9 +337,12 @@ def write_report(against: str, rev: str | None = None, out: Path = Path("metrics
             json.loads(text) if text else None for text in (_read_at(repo, path, r) for r in (against, rev))
         )
     bootstrap = bootstrap_settings(files[new_key])
-    changes = mark_changes(compare(metrics[against], metrics[new_key]), examples, hardware, bootstrap)
+    stderrs = {r: harness_stderrs(files[r]) for r in (against, new_key)}
+    stderr_pairs = {task: (stderrs[against].get(task, {}), stderrs[new_key].get(task, {})) for task in metrics[new_key]}
+    changes = mark_changes(compare(metrics[against], metrics[new_key]), examples, hardware, bootstrap, stderr_pairs)
     label = rev or "workspace"
     markdown = render(against, label, params, changes, figures, samples, out.parent, bootstrap.confidence)
+    markdown += benchmark_tables(files[new_key], label)
     atomic_write_text(out, markdown + "\n")
     return out
 

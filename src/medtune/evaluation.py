@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -138,7 +138,7 @@ def evaluate_tagging(
 
 def _with_intervals(
     results: dict, statistics: dict, ids: list[str], eval_cfg: EvalConfig, seed: int, samples: list[dict], plots: dict,
-    speed: dict, general_ids: list[str] = (),
+    speed: dict, general_ids: Sequence[str] = (),
 ) -> Evaluation:  # fmt: skip
     """The Evaluation, each headline metric of each model given its bootstrap interval (`eval.bootstrap_samples`
     resamples of the test examples, seeded; none when 0), and the per-example statistics in examples.jsonl rows:
@@ -152,12 +152,12 @@ def _with_intervals(
             }
     results["bootstrap"] = {"samples": bootstrap.samples, "confidence": bootstrap.confidence, "seed": seed}
     examples = _example_rows(statistics, ids, lambda key: not key.startswith(GENERAL))
-    examples += _example_rows(statistics, list(general_ids), lambda key: key.startswith(GENERAL))
+    examples += _example_rows(statistics, general_ids, lambda key: key.startswith(GENERAL))
     plots = {"scores.csv": _score_rows({k: v for k, v in results.items() if k in statistics}), **plots}
     return Evaluation(results, examples, samples, plots, speed)
 
 
-def _example_rows(statistics: dict, ids: list[str], keep: Callable[[str], bool]) -> list[dict]:
+def _example_rows(statistics: dict, ids: Sequence[str], keep: Callable[[str], bool]) -> list[dict]:
     """examples.jsonl rows of these ids: each model's statistics of the keys `keep` accepts, in key order."""
     kept = {name: {k: rows for k, rows in sorted(stats.items()) if keep(k)} for name, stats in statistics.items()}
     return [

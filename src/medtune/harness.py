@@ -93,14 +93,15 @@ def run_harness(model_dir: Path, names: list[str], manager: Any, harness: Harnes
         torch_random_seed=seed,
         fewshot_random_seed=seed,
     )
-    return {
-        name: {
-            "metrics": _metrics(results),
-            "questions": _questions(out["samples"].get(name, []), results),
+    runs = {}
+    for name, results in sorted(out["results"].items()):
+        metrics = _metrics(results)
+        runs[name] = {
+            "metrics": metrics,
+            "questions": _questions(out["samples"].get(name, []), metrics),
             "examples": out["n-samples"].get(name, {}).get("effective"),
         }
-        for name, results in sorted(out["results"].items())
-    }
+    return runs
 
 
 def _metrics(results: dict) -> dict[str, float]:
@@ -115,11 +116,11 @@ def _metrics(results: dict) -> dict[str, float]:
     return dict(sorted(metrics.items()))
 
 
-def _questions(samples: list[dict], results: dict) -> dict[str, list[float]]:
+def _questions(samples: list[dict], metrics: dict[str, float]) -> dict[str, list[float]]:
     """Per-question scores of the metrics that are means over questions (accuracy), by doc id, for the paired
     bootstrap; groups (e.g. `mmlu`) have none of their own."""
     ordered = sorted(samples, key=lambda s: s["doc_id"])
-    means = [m for m in _metrics(results) if not m.endswith(STDERR) and all(m in s for s in ordered)]
+    means = [m for m in metrics if not m.endswith(STDERR) and all(m in s for s in ordered)]
     return {m: [float(s[m]) for s in ordered] for m in means} if ordered else {}
 
 

@@ -20,20 +20,22 @@ otherwise the prompt is a tie and skipped. Every decision is counted (`PairStats
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from medtune.faithfulness import compare_quantities, medications
+from medtune.faithfulness import Comparison, compare_quantities, medications
 from medtune.metrics import follows_terminology_format, has_disclaimer, rouge_l_scores, sari_scores
 
-# metric of a task config -> the fault it counts in a candidate (source, output) -> count
-FAULTS = {
-    "quantities_preserved": lambda source, output: compare_quantities(source, output).dropped,
-    "quantities_altered": lambda source, output: compare_quantities(source, output).altered,
-    "quantities_invented": lambda source, output: compare_quantities(source, output).invented,
-    "medications_preserved": lambda source, output: len(medications(source) - medications(output)),
-    "medications_invented": lambda source, output: len(medications(output) - medications(source)),
-    "format_adherence": lambda source, output: int(not follows_terminology_format(output)),
-    "disclaimer_rate": lambda source, output: int(not has_disclaimer(output)),
+# metric of a task config -> the fault it counts in a candidate: (source, output, the two texts' quantities
+# compared once) -> count
+FAULTS: dict[str, Callable[[str, str, Comparison], int]] = {
+    "quantities_preserved": lambda source, output, quantities: quantities.dropped,
+    "quantities_altered": lambda source, output, quantities: quantities.altered,
+    "quantities_invented": lambda source, output, quantities: quantities.invented,
+    "medications_preserved": lambda source, output, quantities: len(medications(source) - medications(output)),
+    "medications_invented": lambda source, output, quantities: len(medications(output) - medications(source)),
+    "format_adherence": lambda source, output, quantities: int(not follows_terminology_format(output)),
+    "disclaimer_rate": lambda source, output, quantities: int(not has_disclaimer(output)),
 }
 
 
@@ -79,7 +81,8 @@ def score_candidates(metrics: list[str], source: str, reference: str, candidates
     checks = [name for name in metrics if name in FAULTS]
     scores = []
     for text, q in zip(candidates, quality, strict=True):
-        faults = {name: FAULTS[name](source, text) for name in checks}
+        quantities = compare_quantities(source, text)
+        faults = {name: FAULTS[name](source, text, quantities) for name in checks}
         scores.append(Score(round(q, 6), {name: n for name, n in faults.items() if n}))
     return scores
 

@@ -34,8 +34,8 @@ from typing import Any
 from medtune.bootstrap import Bootstrap, statistic
 from medtune.errors import ConfigError
 from medtune.formatting import flatten, format_number
-from medtune.formatting import with_interval as with_interval
-from medtune.harness import STDERR  # re-exported: `medtune exp`'s table imports it here
+from medtune.formatting import with_interval as with_interval  # re-exported: `medtune exp`'s table imports it here
+from medtune.harness import STDERR
 from medtune.io import atomic_write_text
 from medtune.machine import same_hardware
 from medtune.metrics import direction
@@ -120,11 +120,19 @@ def _harness_values(harness: dict, model: str) -> dict[str, float]:
 def harness_stderrs(metric_files: dict[str, Any]) -> dict[str, dict[str, float]]:
     """`{task: {harness.<benchmark>.<metric>: standard error}}` of the fine-tuned model, for the marks."""
     found: dict[str, dict[str, float]] = {}
-    for path, content in metric_files.items():
+    for task, data in _task_files(metric_files, "harness.json"):
+        values = _harness_values(data, "finetuned")
+        found[task] = {m: values[m + STDERR] for m in values if m + STDERR in values}
+    return found
+
+
+def _task_files(metric_files: dict[str, Any], name: str) -> list[tuple[str, dict]]:
+    """`(task, data)` of each metrics/<task>/<name> in DVC's metrics data of one revision, by task."""
+    found = []
+    for path, content in sorted(metric_files.items()):
         parts = Path(path).parts
-        if len(parts) == 3 and parts[0] == "metrics" and parts[2] == "harness.json" and "data" in content:
-            values = _harness_values(content["data"], "finetuned")
-            found[parts[1]] = {m: values[m + STDERR] for m in values if m + STDERR in values}
+        if len(parts) == 3 and parts[0] == "metrics" and parts[2] == name and "data" in content:
+            found.append((parts[1], content["data"]))
     return found
 
 
@@ -266,16 +274,13 @@ def benchmark_tables(metric_files: dict[str, Any], label: str) -> str:
     """Markdown: per task with a harness.json in this revision, each benchmark's metrics, base vs fine-tuned, with
     the harness's standard errors, the difference and its paired interval over the questions."""
     lines = []
-    for path, content in sorted(metric_files.items()):
-        parts = Path(path).parts
-        if len(parts) != 3 or parts[2] != "harness.json" or "data" not in content:
-            continue
-        lines += ["", f"### {parts[1]} (`{label}`)", ""]
+    for task, data in _task_files(metric_files, "harness.json"):
+        lines += ["", f"### {task} (`{label}`)", ""]
         lines += [
             "| benchmark | metric | questions | base | fine-tuned | difference | interval |",
             "|---|---|---:|---:|---:|---:|---:|",
         ]
-        for bench, entry in sorted(content["data"].get("benchmarks", {}).items()):
+        for bench, entry in sorted(data.get("benchmarks", {}).items()):
             for metric in (m for m in entry.get("finetuned", {}) if not m.endswith(STDERR)):
                 cells = [_with_stderr(entry.get(model, {}), metric) for model in ("base", "finetuned")]
                 diff = entry.get("difference", {}).get(metric)
@@ -321,7 +326,7 @@ def write_report(against: str, rev: str | None = None, out: Path = Path("metrics
     new_key = "workspace" if rev is None else rev
     files = {r: shown[r].get("data", {}) for r in (against, new_key)}
     metrics = {r: headline_metrics(files[r]) for r in (against, new_key)}
-    params = changed_params(repo.params.diff(a_rev=against, b_rev=rev or "workspace").get("diff", {}))
+    params = changed_params(repo.params.diff(a_rev=against, b_rev=new_key).get("diff", {}))
     figure_dir = out.with_suffix("")
     figures = render_figures(against, rev, figure_dir)
     samples, examples, hardware = {}, {}, {}
@@ -434,11 +439,9 @@ class ExperimentRow:
 def headline_intervals(metric_files: dict[str, Any]) -> dict[str, tuple[float, float]]:
     """`{<task>.<metric>: (low, high)}`: the fine-tuned model's intervals in each metrics/<task>/eval.json."""
     found = {}
-    for path, content in metric_files.items():
-        parts = Path(path).parts
-        if len(parts) == 3 and parts[0] == "metrics" and parts[2] == "eval.json" and "data" in content:
-            for metric, bounds in content["data"].get("finetuned", {}).get("interval", {}).items():
-                found[f"{parts[1]}.{metric}"] = (bounds["low"], bounds["high"])
+    for task, data in _task_files(metric_files, "eval.json"):
+        for metric, bounds in data.get("finetuned", {}).get("interval", {}).items():
+            found[f"{task}.{metric}"] = (bounds["low"], bounds["high"])
     return found
 
 

@@ -2,8 +2,9 @@
 
 Reads params: seed, eval, judge, tasks.<task>.{kind,labels,system,prompt_template,generation,metrics}.
     python -m stages.evaluate qa data/prepared/qa data/tokenized/qa models/base/smollm2-135m models/merged/qa metrics/qa
-Writes metrics/<task>/eval.json `{"base": {...}, "finetuned": {...}, "bootstrap": {...}}` (each metric with its
-bootstrap interval over the test examples), examples.jsonl (each example's metric statistics, what `medtune report`
+Writes metrics/<task>/eval.json `{"base": {...}, "finetuned": {...}, "difference": {...}, "bootstrap": {...}}` (each
+metric with its bootstrap interval over the test examples; the difference fine-tuned minus base with its paired
+interval), examples.jsonl (each example's metric statistics, what `medtune report`
 compares example by example), eval_machine.json (the hardware the timings in eval_resources.json were
 made on), samples.jsonl (inputs, reference, both models' outputs), scores.csv (the
 base-vs-fine-tuned bar plot) and, for token classification, confusion.csv.
@@ -11,6 +12,8 @@ base-vs-fine-tuned bar plot) and, for token classification, confusion.csv.
   forgetting check on the general set (eval.general: eval.json `general`, general_samples.jsonl; medtune.forgetting).
   token_classification: seqeval strict IOB2 precision/recall/F1, micro and per type; the base model has an
   untrained head (the floor).
+Stage `evaluate_aligned@<task>` runs it too, with `--names finetuned aligned`: the SFT model against the aligned one
+(the align stage's), into metrics/<task>/aligned/.
 """
 
 import argparse
@@ -33,6 +36,7 @@ def main() -> None:
     parser.add_argument("base_dir", type=Path)
     parser.add_argument("merged_dir", type=Path)
     parser.add_argument("metrics_dir", type=Path)
+    parser.add_argument("--names", nargs=2, default=["base", "finetuned"], help="what to call the two models")
     args = parser.parse_args()
 
     params = load_params()
@@ -40,7 +44,7 @@ def main() -> None:
     records = read_jsonl(args.prepared_dir / "test.jsonl")[: params.eval.max_examples]
     kept_ids = {r["id"] for r in records}
     examples = [e for e in read_jsonl(args.tokenized_dir / "test.jsonl") if e["id"] in kept_ids]
-    models = {"base": args.base_dir, "finetuned": args.merged_dir}
+    models = dict(zip(args.names, (args.base_dir, args.merged_dir), strict=True))
     if task.kind == "token_classification":
         done = evaluate_tagging(task, records, examples, models, params.eval, params.seed)
     else:

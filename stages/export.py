@@ -1,4 +1,5 @@
-"""Stage `export@<task>` (opt-in): the merged model as GGUF files, an Ollama Modelfile and the full model card.
+"""Stage `export@<task>` (opt-in): the merged model (or, with `export.model=aligned`, the preference-tuned one) as
+GGUF files, an Ollama Modelfile and the full model card.
 
 Not part of the default run: medtune params 'export.tasks=[terminology]' && dvc repro export@terminology
 Reads params: export, and for the model card seed, model, peft, train, tasks.<task>.
@@ -72,6 +73,7 @@ def main() -> None:
             read_json(args.metrics_dir / "eval.json"),
             files,
             read_json(args.tokenized_dir / "stats.json").get("data"),
+            read_json(args.metrics_dir / "align.json") if params.export.model == "aligned" else None,
         )
         (tmp / "README.md").write_text(card, encoding="utf-8")
     write_json(args.metrics_dir / "export.json", checks)

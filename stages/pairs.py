@@ -1,22 +1,26 @@
-"""Stage `pairs@<task>` (opt-in, `align.tasks`): preference pairs for DPO, built from the task's SFT model.
+"""Stage `pairs@<task>` (opt-in, `align.tasks`): preference pairs for DPO, built from the task's SFT model or
+given by the user.
 
 Not part of the default run: medtune params 'align.tasks=[simplification]' && dvc repro pairs@simplification
-Reads params: seed, align.pairs, tasks.<task>.{system,prompt_template,generation,metrics}, eval.batch_size.
+Reads params: seed, align.pairs, align.given, tasks.<task>.{system,prompt_template,generation,metrics},
+eval.batch_size.
     python -m stages.pairs simplification data/prepared/simplification models/merged/simplification \
-        data/pairs/simplification
-For each training and validation prompt the merged SFT model samples `align.pairs.samples` answers (seeded); they
-and the reference answer are scored by the task's own checks, and the best and the worst form a pair when their
-scores differ by more than `align.pairs.margin` (medtune.preference). Writes {train,validation}.jsonl
-(`{"id", "prompt", "chosen", "rejected", "score"}`, TRL's preference format) and stats.json (pairs made, ties
-skipped, the faults of the rejected answers), all at once or nothing.
+        data/preference/simplification data/pairs/simplification
+Sampled (the default): for each training and validation prompt the merged SFT model samples `align.pairs.samples`
+answers (seeded); they and the reference answer are scored by the task's own checks, and the best and the worst form
+a pair when their scores differ by more than `align.pairs.margin` (medtune.preference).
+Given (the task is in `align.given`): the user's pairs in data/preference/<task>/ (medtune.data.read_given_pairs).
+Writes {train,validation}.jsonl (`{"id", "prompt", "chosen", "rejected", ...}`, TRL's preference format) and
+stats.json (sampled: pairs made, ties skipped, the faults of the rejected answers; given: files and counts), all at
+once or nothing.
 """
 
 import argparse
 from pathlib import Path
 
-from medtune.config import load_params, task_config
+from medtune.config import Params, load_params, task_config
 from medtune.console import log, run_main
-from medtune.data import sample_records
+from medtune.data import read_given_pairs, sample_records
 from medtune.errors import MedtuneError
 from medtune.generation import sample
 from medtune.io import atomic_dir, read_jsonl, write_json, write_jsonl
@@ -30,10 +34,24 @@ def main() -> None:
     parser.add_argument("task")
     parser.add_argument("prepared_dir", type=Path)
     parser.add_argument("merged_dir", type=Path)
+    parser.add_argument("given_dir", type=Path)
     parser.add_argument("out_dir", type=Path)
     args = parser.parse_args()
 
     params = load_params()
+    if args.task in params.align.given:
+        log.info("Reading the given preference pairs in %s", args.given_dir)
+        pairs, stats = read_given_pairs(args.given_dir, params.align.pairs.validation_share, params.seed)
+    else:
+        pairs, stats = sampled_pairs(args, params)
+    with atomic_dir(args.out_dir) as tmp:
+        for split, rows in pairs.items():
+            write_jsonl(tmp / f"{split}.jsonl", rows)
+        write_json(tmp / "stats.json", {"source": "given" if args.task in params.align.given else "sampled", **stats})
+
+
+def sampled_pairs(args: argparse.Namespace, params: Params) -> tuple[dict, dict]:
+    """The pairs of the best and worst of the SFT model's sampled answers and the reference, per split."""
     task, pairs_cfg = task_config(params, args.task), params.align.pairs
     model, tokenizer = load_causal_lm(args.merged_dir), load_tokenizer(args.merged_dir)
     sampling = {"temperature": pairs_cfg.temperature, "top_p": pairs_cfg.top_p}
@@ -57,10 +75,7 @@ def main() -> None:
                 f"no {split} pairs: on every prompt the answers scored within align.pairs.margin "
                 f"({pairs_cfg.margin:g}) of each other; sample more (align.pairs.samples) or lower the margin"
             )
-    with atomic_dir(args.out_dir) as tmp:
-        for split, rows in pairs.items():
-            write_jsonl(tmp / f"{split}.jsonl", rows)
-        write_json(tmp / "stats.json", stats)
+    return pairs, stats
 
 
 if __name__ == "__main__":

@@ -93,6 +93,7 @@ def make_repo(repo: Path) -> Path:
     for raw in (ROOT / "data" / "raw").glob("*.jsonl"):
         (repo / "data" / "raw" / raw.name).write_text("".join(raw.read_text().splitlines(keepends=True)[:40]))
     shutil.copytree(ROOT / "data" / "harness", repo / "data" / "harness")  # the harness stage's offline sample task
+    shutil.copytree(ROOT / "data" / "preference", repo / "data" / "preference")  # where given preference pairs go
     set_root_config(repo, **TINY)
     for task in ("qa", "simplification", "terminology"):
         set_task_config(repo, task, TINY_GENERATIVE_TASK)

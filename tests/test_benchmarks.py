@@ -32,6 +32,17 @@ def test_the_tagging_benchmark_reports_both_orders_and_identical_tags(tmp_path):
     assert result["tokens"] <= result["padded_tokens"]["sorted"] < result["padded_tokens"]["corpus_order"]
 
 
+def test_the_alignment_fault_benchmark_compares_the_same_model_with_itself_as_no_change(tmp_path):
+    out = tmp_path / "faults.json"
+    command = [sys.executable, "benchmarks/align_faults.py", "--model", "tiny", "--samples", "2", "--json", str(out)]
+    subprocess.run(command, cwd=ROOT, check=True)
+
+    result = json.loads(out.read_text())
+    assert result["prompts"] == 3 and "quantities_altered+invented" in result["faults"]
+    for figures in result["faults"].values():  # seeded sampling: the same answers, so the same faults
+        assert figures["sft"] == figures["aligned"] and figures["low"] == figures["high"] == 0
+
+
 def test_the_training_benchmark_trains_both_recipes_on_the_same_tokens(tmp_path):
     out = tmp_path / "train.json"
     command = [sys.executable, "benchmarks/train_throughput.py", "--model", "tiny", "--examples", "4", "--profile"]

@@ -77,3 +77,20 @@ def test_a_generative_evaluation_scores_both_models_on_the_general_items(tiny_mo
     assert done.examples[0]["finetuned"].keys() == {"perplexity", "rouge_l"}
     assert done.examples[-1]["finetuned"].keys() == {"general.perplexity", "general.rouge_l", "general.exact_match"}
     assert [s["instruction"] for s in done.general_samples] == [item["instruction"] for item in items]
+
+
+def test_an_evaluation_names_its_models_and_reports_the_second_ones_change_with_a_paired_interval(tiny_model_dir):
+    """evaluate_aligned's call: the SFT model first, the aligned one second (the same tiny model here: no change)."""
+    tokenizer = load_tokenizer(tiny_model_dir)
+    task = a_task(prompt_template="{prompt}", metrics=["rouge_l"], generation={"max_new_tokens": 4})
+    records = [{"id": f"s-{i}", "prompt": f"Take {i} mg.", "response": f"Take {i} milligrams."} for i in range(4)]
+    examples = [tokenize_sft(tokenizer, r, task.system, task.prompt_template, 64)[0] for r in records]
+    eval_cfg = conf_section(EvalConfig, ROOT / "conf/config.yaml", "eval", batch_size=2, bootstrap_samples=50)
+    models = {"finetuned": tiny_model_dir, "aligned": tiny_model_dir}
+
+    done = evaluate_generation(task, records, examples, tokenizer, models, eval_cfg, 0, None)
+
+    difference = done.results["difference"]
+    assert difference.pop("of") == "aligned - finetuned" and difference.keys() == {"perplexity", "rouge_l"}
+    assert all(change == {"delta": 0.0, "low": 0.0, "high": 0.0} for change in difference.values())
+    assert {"finetuned", "aligned"} <= done.samples[0].keys() and "base" not in done.samples[0]

@@ -2,9 +2,9 @@
 
 The scenario runs in order (each step starts from the state the previous one left):
 full build -> predict, chat and the CLI offline -> no-op rerun -> push, clone and pull through a DVC remote -> opt-in
-GGUF export -> opt-in harness benchmarks -> opt-in preference pairs -> eval-only change -> one task's change -> data
-files tracked per task -> LoRA-rank experiment -> full fine-tuning -> model switch -> a queued sweep over one task ->
-the review report of one of its experiments against the baseline.
+GGUF export -> opt-in harness benchmarks -> opt-in preference tuning (sampled, then given pairs) -> eval-only
+change -> one task's change -> data files tracked per task -> LoRA-rank experiment -> full fine-tuning -> model
+switch -> a queued sweep over one task -> the review report of one of its experiments against the baseline.
 Rebuilds (byte-identical, killed at every write) run on a build of their own: tests/test_pipeline_rebuild.py.
 """
 
@@ -170,18 +170,49 @@ def test_the_harness_is_opt_in_and_benchmarks_base_against_fine_tuned(repo):
     assert stages_run(dvc(repo, "repro")) == set()
 
 
-def test_preference_pairs_are_opt_in_and_built_from_the_sft_models_answers(repo):
-    set_root_config(repo, align={"tasks": ["simplification"], "pairs": {"samples": 2}})
-    assert stages_run(dvc(repo, "repro")) == {"pairs@simplification"}
+ALIGN_STAGES = {"pairs@simplification", "align@simplification", "evaluate_aligned@simplification"}
+
+
+def test_preference_tuning_is_opt_in_and_aligns_on_pairs_from_the_sft_models_answers(repo):
+    set_root_config(repo, align={"tasks": ["simplification"], "pairs": {"samples": 2}, "train": {"max_steps": 2}})
+    assert stages_run(dvc(repo, "repro")) == ALIGN_STAGES
     out = repo / "data/pairs/simplification"
-    stats = json.loads((out / "stats.json").read_text())["train"]
+    stats = json.loads((out / "stats.json").read_text())
     pairs = [json.loads(line) for line in (out / "train.jsonl").read_text().splitlines()]
-    assert stats["pairs"] == len(pairs) > 0 and stats["pairs"] + stats["ties_skipped"] == stats["prompts"]
+    assert stats["source"] == "sampled" and stats["train"]["pairs"] == len(pairs) > 0
+    assert stats["train"]["pairs"] + stats["train"]["ties_skipped"] == stats["train"]["prompts"]
     assert all(p["score"]["chosen"] - p["score"]["rejected"] > 0.05 and p["chosen"] != p["rejected"] for p in pairs)
+    aligned = json.loads((repo / "metrics/simplification/align.json").read_text())
+    assert aligned["steps"] == 2 and aligned["pairs"] == len(pairs)
+    assert aligned["merge"]["relative_logit_diff"] <= MAX_RELATIVE_LOGIT_DIFF["merge"]
+    assert "Preference tuning" in (repo / "models/aligned/simplification/README.md").read_text()
+    assert (repo / "metrics/simplification/align/live/plots/metrics/rewards/margins.tsv").is_file()
+    evaluation = json.loads((repo / "metrics/simplification/aligned/eval.json").read_text())
+    assert evaluation["difference"]["of"] == "aligned - finetuned"
+    sft = json.loads((repo / "metrics/simplification/eval.json").read_text())["finetuned"]
+    assert evaluation["finetuned"]["sari"] == sft["sari"]  # the same SFT model, scored the same way
     first = (out / "train.jsonl").read_bytes()
     assert stages_run(dvc(repo, "repro", "-f", "-s", "pairs@simplification")) == {"pairs@simplification"}
-    assert (out / "train.jsonl").read_bytes() == first  # seeded sampling: the same pairs again
-    set_root_config(repo, align={"tasks": []})
+    assert (out / "train.jsonl").read_bytes() == first  # seeded sampling: the same pairs, nothing downstream reruns
+
+
+def test_given_preference_pairs_replace_the_sampled_ones_and_the_aligned_model_exports(repo):
+    given = repo / "data/preference/simplification"
+    given.mkdir()
+    rows = [
+        {"prompt": f"Take {n} mg of ibuprofen every {h} hours.", "chosen": f"Take {n} mg every {h} hours.",
+         "rejected": f"Take {n + 100} mg every {h} hours."}
+        for n, h in ((200, 4), (400, 6), (600, 8), (800, 12), (100, 24), (250, 4), (500, 6), (50, 8), (75, 12), (5, 24))
+    ]  # fmt: skip
+    (given / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    set_root_config(repo, align={"given": ["simplification"]})
+    assert stages_run(dvc(repo, "repro")) == ALIGN_STAGES
+    stats = json.loads((repo / "data/pairs/simplification/stats.json").read_text())
+    assert stats["source"] == "given" and stats["train"]["pairs"] + stats["validation"]["pairs"] == len(rows)
+    set_root_config(repo, export={"tasks": ["simplification"], "model": "aligned", "types": ["f16"], "ollama": "f16"})
+    assert stages_run(dvc(repo, "repro")) == {"export@simplification"}  # the aligned model, exported
+    assert "given in `data/preference/`" in (repo / "models/export/simplification/README.md").read_text()
+    set_root_config(repo, align={"tasks": [], "given": []}, export={"tasks": [], "model": "merged"})
     assert stages_run(dvc(repo, "repro")) == set()
 
 

@@ -33,6 +33,7 @@ from medtune.plan import (
     TrainingSetup,
     architecture_of,
     base_weight_bytes,
+    layer_activation_bytes,
     lora_parameter_count,
     parameter_count,
     plan_memory,
@@ -361,6 +362,32 @@ def test_the_config_keys_that_decide_memory_change_the_plan(tmp_path):
         for more in ([], ["peft.quantization.double_quant=false"], ["peft.quantization.bits=8"])
     )
     assert nf4 < nf4_plain < int8 < default.base_weights
+
+
+def test_preference_tuning_is_planned_with_both_answers_of_each_pair_and_the_reference_pass(tmp_path, capsys):
+    def setups(*overrides: str):
+        params = load_params(compose_params(ROOT, list(overrides), out=tmp_path / "params.yaml"))
+        return setup_from_params(params), setup_from_params(params, "align")
+
+    mistral = ["model=mistral-7b-instruct-v0.3", "tasks=[simplification]", "align.tasks=[simplification]"]
+    (sft, _), (align, task) = setups(*mistral)
+    assert task == "simplification" and align.batch_size == 2 * sft.batch_size  # chosen and rejected answers
+    sft_plan, align_plan = plan_memory(sft), plan_memory(align)
+    assert align_plan.base_weights > sft_plan.base_weights  # the merged SFT model is fp32, the hub base bf16
+    assert align_plan.reference == layer_activation_bytes(align) > 0 == sft_plan.reference
+    assert align_plan.activations > sft_plan.activations
+    assert align_plan.total() > sft_plan.total()
+    with pytest.raises(ConfigError, match=r"align\.tasks is empty, so there is no preference run to plan"):
+        setups()
+
+    from medtune.cli import main
+
+    command = ["medtune", "plan", "--stage", "align", *mistral, "--root", str(ROOT)]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sys, "argv", command)
+        main()
+    out = capsys.readouterr().out
+    assert "peak GPU memory of preference tuning" in out and "reference pass" in out
 
 
 @pytest.mark.parametrize(("bf16", "attention"), [(True, "eager"), (True, "sdpa"), (False, "sdpa")])

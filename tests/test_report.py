@@ -45,6 +45,21 @@ def test_headline_metrics_are_the_fine_tuned_scores_with_a_direction():
     assert headline_metrics(files) == {"ner": {"f1": 0.7, "per_type.Disease.f1": 0.5, "eval_loss": 0.4}}
 
 
+def test_a_preference_tuned_task_reports_its_aligned_model_as_a_task_of_its_own():
+    files = {
+        "metrics/simplification/aligned/eval.json": {
+            "data": {"finetuned": {"sari": 40.0}, "aligned": {"sari": 45.0, "quantities_invented": 0.1}}
+        }
+    }
+    assert headline_metrics(files) == {"simplification/aligned": {"sari": 45.0, "quantities_invented": 0.1}}
+    rows = [[{"id": f"s-{i}", "aligned": {"quantities_invented": [i % 2, 1]}} for i in range(30)] for _ in "ab"]
+    for row in rows[1]:
+        row["aligned"]["quantities_invented"] = [0, 1]  # the new revision invents no quantity
+    change = MetricChange("simplification/aligned", "quantities_invented", 0.5, 0.0)
+    [marked] = mark_changes([change], {"simplification/aligned": tuple(rows)}, {}, Bootstrap(200, 0.95, 0))
+    assert marked.paired[1] < 0 and marked.verdict == "better"
+
+
 def test_the_mark_knows_which_way_each_metric_is_better():
     assert MetricChange("qa", "perplexity", 14.0, 9.0).verdict == "better"
     assert MetricChange("qa", "perplexity", 9.0, 14.0).verdict == "worse"

@@ -43,11 +43,12 @@ def model_card(
     evaluation: dict | None,
     files: dict[str, str] | None = None,
     data_origin: dict | None = None,
+    alignment: dict | None = None,
 ) -> str:
     """Markdown with a Hugging Face metadata header. `params` is the whole params.yaml, `evaluation` the task's
     eval.json (None: not measured yet, and the card says where the numbers will be), `files` extra files to list
     (name -> what it is), e.g. the GGUF exports, `data_origin` where the data came from (tokenize's stats.json
-    `data`)."""
+    `data`), `alignment` the preference tuning after SFT (the align stage's align.json), None for an SFT model."""
     task = params.tasks[task_name]
     weights = params.model.weights
     pipeline_tag = "token-classification" if task.kind == "token_classification" else "text-generation"
@@ -69,6 +70,7 @@ def model_card(
         "## Task\n\n" + _task(task),
         "## Training data\n\n" + _data(task, data_origin),
         "## Training\n\n" + _training(params, task_name, train_metrics),
+        *(["## Preference tuning\n\n" + _alignment(params, task_name, alignment)] if alignment else []),
         "## Evaluation\n\n" + _evaluation(task_name, evaluation),
         "## Intended use\n\n"
         + _INTENDED_USE[task.kind].format(
@@ -149,6 +151,20 @@ def _training(params: Params, task_name: str, train_metrics: dict) -> str:
             *measured,
         ]
     )
+
+
+def _alignment(params: Params, task_name: str, results: dict) -> str:
+    """The align stage's run: pairs, loss and the final validation rewards (align.json)."""
+    given = task_name in params.align.given
+    source = "given in `data/preference/`" if given else "sampled from the SFT model and ranked by the task's checks"
+    return "\n".join([
+        f"After SFT, a LoRA adapter trained with TRL's DPOTrainer (loss {', '.join(params.align.loss_type)}, "
+        f"beta {params.align.beta:g}) on {results['pairs']} preference pairs ({source}), then merged.",
+        f"- validation pairs: {results['validation_pairs']}, final loss {results['eval_loss']:.4f}",
+        f"- chosen answer preferred on {results['eval_rewards/accuracies']:.1%} of them, mean reward margin "
+        f"{results['eval_rewards/margins']:.4f}",
+        f"- the aligned model against the SFT model on the test split: `metrics/{task_name}/aligned/eval.json`",
+    ])  # fmt: skip
 
 
 def _evaluation(task_name: str, evaluation: dict | None) -> str:

@@ -69,9 +69,11 @@ def resume_point(folder: Path, run: str) -> Path | None:
 
 
 def finish(folder: Path, run: str) -> None:
-    """The run is done: its adapter is saved, so the checkpoints go."""
-    for path in folder.glob(f"{PREFIX}*"):
-        shutil.rmtree(path)
+    """The run is done: its adapter is saved, so the checkpoints go, and whatever else the trainer wrote beside them
+    (TRL's trainers write a model card there)."""
+    for path in folder.iterdir():
+        if path.name != STATE:
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
     record(folder, run, None)
 
 

@@ -17,6 +17,8 @@ from medtune.config import (
     ATTENTION,
     ATTENTION_MODES,
     DATA_SOURCES,
+    DPO_LOSSES,
+    EXPORT_MODELS,
     GGUF_TYPES,
     IOB2_TAG,
     KINDS,
@@ -33,7 +35,6 @@ from medtune.config import (
     TOKEN_LAYOUTS,
     WEIGHT_DTYPES,
     WEIGHT_SOURCES,
-    AlignConfig,
     DataConfig,
     EvalConfig,
     ExportConfig,
@@ -46,6 +47,7 @@ from medtune.config import (
     ScopeConfig,
     TaskConfig,
     TrainConfig,
+    align_train_config,
     carved_shares,
     split_files,
     train_config,
@@ -68,9 +70,9 @@ def check_params(cfg: Params) -> None:
     check_eval(cfg.eval)
     check_judge(cfg.judge)
     check_scope(cfg.scope)
-    check_export(cfg.export, cfg.tasks)
+    check_export(cfg.export, cfg.tasks, cfg.align.tasks)
     check_harness(cfg.harness, cfg.tasks)
-    check_align(cfg.align, cfg.tasks)
+    check_align(cfg)
     check_privacy(cfg.privacy)
 
 
@@ -344,9 +346,10 @@ def check_scope(scope: ScopeConfig) -> None:
         raise ConfigError("scope.threshold", f"is a probability: between 0 and 1, not {scope.threshold:g}")
 
 
-def check_export(export: ExportConfig, tasks: DictConfig) -> None:
-    """The export stage runs once per export.tasks entry on that task's merged model, so each must be a generative
-    task of this run; its types must be GGUF types medtune writes."""
+def check_export(export: ExportConfig, tasks: DictConfig, aligned: list[str]) -> None:
+    """The export stage runs once per export.tasks entry on that task's merged (or aligned) model, so each must be a
+    generative task of this run (and preference-tuned, for `export.model=aligned`); its types must be GGUF types
+    medtune writes."""
     generative_tasks("export.tasks", export.tasks, tasks)
     for gguf_type in export.types:
         choice("export.types", gguf_type, GGUF_TYPES)
@@ -354,6 +357,10 @@ def check_export(export: ExportConfig, tasks: DictConfig) -> None:
         raise ConfigError("export.types", "q4_k_m is quantized from the f16 file: list f16 in export.types too")
     if export.ollama not in export.types:
         raise ConfigError("export.ollama", f"{export.ollama!r} is not in export.types {list(export.types)}")
+    choice("export.model", export.model, EXPORT_MODELS)
+    for name in export.tasks if export.model == "aligned" else ():
+        if name not in aligned:
+            raise ConfigError("export.model", f"aligned: {name!r} is not preference-tuned (add it to align.tasks)")
 
 
 def check_harness(harness: HarnessConfig, tasks: DictConfig) -> None:
@@ -371,9 +378,11 @@ def check_harness(harness: HarnessConfig, tasks: DictConfig) -> None:
     at_least("harness.batch_size", harness.batch_size, 1)
 
 
-def check_align(align: AlignConfig, tasks: DictConfig) -> None:
-    """Preference tuning follows SFT of a generative task; pairs need two answers to compare besides the reference."""
-    generative_tasks("align.tasks", align.tasks, tasks)
+def check_align(cfg: Params) -> None:
+    """Preference tuning follows SFT of a generative task with a LoRA adapter (the reference model is the adapter
+    switched off); pairs need two answers to compare besides the reference; the loss is one of TRL's."""
+    align, peft_method = cfg.align, cfg.peft.method
+    generative_tasks("align.tasks", align.tasks, cfg.tasks)
     pairs = align.pairs
     at_least("align.pairs.samples", pairs.samples, 1)
     count("align.pairs.max_prompts", pairs.max_prompts)
@@ -383,6 +392,27 @@ def check_align(align: AlignConfig, tasks: DictConfig) -> None:
         raise ConfigError("align.pairs.top_p", f"must be above 0 and at most 1, not {pairs.top_p:g}")
     if pairs.margin < 0:
         raise ConfigError("align.pairs.margin", f"must be 0 or more, not {pairs.margin:g}")
+    if not 0 < pairs.validation_share < 1:
+        share = pairs.validation_share
+        raise ConfigError("align.pairs.validation_share", f"must be above 0 and below 1, not {share:g}")
+    for name in align.given:
+        if name not in align.tasks:
+            raise ConfigError("align.given", f"{name!r} is not in align.tasks {list(align.tasks)}")
+    if not align.beta > 0:
+        raise ConfigError("align.beta", f"must be above 0, not {align.beta:g}")
+    if not align.loss_type:
+        raise ConfigError("align.loss_type", f"must name at least one of TRL's losses ({', '.join(DPO_LOSSES)})")
+    for loss in align.loss_type:
+        choice("align.loss_type", loss, DPO_LOSSES)
+    count("align.max_length", align.max_length)
+    if align.tasks and peft_method == "full":
+        raise ConfigError(
+            "align.tasks",
+            "preference tuning trains a LoRA adapter over the SFT model, whose reference is the same weights with the "
+            "adapter off; with peft.method=full there is no adapter: use peft=lora (or qlora) for an aligned run",
+        )
+    for task in align.tasks:
+        check_train(align_train_config(cfg, task), "align.train")
 
 
 def generative_tasks(key: str, names: list[str], tasks: DictConfig) -> None:

@@ -4,12 +4,14 @@ medtune params [OVERRIDE ...]       compose conf/ into params.yaml (what `dvc ex
                                     medtune params model=tiny-random train.epochs=1
 medtune plan [OVERRIDE ...]         peak GPU memory of training with that config (params.yaml untouched), e.g.
                                     medtune plan model=mistral-7b-instruct-v0.3 peft=qlora train.max_length=512
+                                    (--stage align: of preference tuning, for the tasks in align.tasks)
 medtune predict ner "TEXT"          entities with character offsets, as JSON
 medtune predict TASK --input in.jsonl --output out.jsonl
                                     one `{"text": ...}` per line in; out: `entities` (ner) or `output` and
                                     `safety_note` (generative tasks); resumable
 medtune chat terminology           terminal chat with a task's fine-tuned model (scope guard, safety note)
 medtune serve qa [--port 7860]      the same in a local web app on 127.0.0.1; for ner, highlighted entities
+chat, serve, predict --aligned      the task's preference-tuned model (models/aligned/<task>) instead
 medtune report --against main       metrics/report.md: params, metrics (better/worse), figures, samples vs `main`
 medtune exp table --metric ner.f1   experiments best first: the params that differ and the task's metrics
 """
@@ -28,6 +30,9 @@ from medtune.errors import ConfigError
 
 if TYPE_CHECKING:
     from medtune.assistant import Assistant
+
+
+ALIGNED_HELP = "run the task's preference-tuned model, models/aligned/<task> (the align stage's)"
 
 
 def main() -> None:
@@ -53,6 +58,9 @@ def _parser() -> argparse.ArgumentParser:
     plan = commands.add_parser("plan", help="estimate the peak GPU memory of training with conf/ and overrides")
     plan.add_argument("overrides", nargs="*", help="Hydra overrides such as model=mistral-7b-instruct-v0.3 peft=qlora")
     plan.add_argument("--root", default=".", help="project root holding conf/ (default: current directory)")
+    plan.add_argument(
+        "--stage", choices=("train", "align"), default="train", help="SFT training, or preference tuning (align.tasks)"
+    )
     plan.set_defaults(func=_plan)
     predict = commands.add_parser("predict", help="run a task's fine-tuned model on a text or a JSONL file")
     predict.add_argument("task", help="a task in params.yaml, e.g. ner")
@@ -61,6 +69,7 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--output", type=Path, help="write JSONL here instead of standard output")
     predict.add_argument("--model", type=Path, help="model folder (default: models/merged/<task>)")
     predict.add_argument("--batch-size", type=int, default=16)
+    predict.add_argument("--aligned", action="store_true", help=ALIGNED_HELP)
     predict.set_defaults(func=_predict)
     chat = commands.add_parser("chat", help="terminal chat with a generative task's fine-tuned model")
     chat.add_argument("task", help="a generative task in params.yaml, e.g. qa or terminology")
@@ -79,6 +88,7 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument(
             "--guard", type=Path, default=Path("models/scope/classifier.json"), help="scope classifier"
         )
+        command.add_argument("--aligned", action="store_true", help=ALIGNED_HELP)
     report = commands.add_parser("report", help="compare the results with another revision, as Markdown + PNG")
     report.add_argument("--against", required=True, help="the revision to compare with (branch, commit, experiment)")
     report.add_argument("--rev", help="the revision to report on (default: the workspace)")
@@ -106,11 +116,12 @@ def _plan(args: argparse.Namespace) -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         params = load_params(compose_params(args.root, args.overrides, out=Path(tmp) / "params.yaml"))
-    setup, task = setup_from_params(params)
+    setup, task = setup_from_params(params, args.stage)
     method = params.peft.method + (f" {params.peft.quantization.bits}-bit" if params.peft.method == "qlora" else "")
     method += "" if setup.full else f" r={setup.rank}"
+    what = "preference tuning (DPO, both answers of each pair)" if args.stage == "align" else "training"
     title = (
-        f"{params.model.name}, {method}: peak GPU memory of training "
+        f"{params.model.name}, {method}: peak GPU memory of {what} "
         f"(task {task}: batch {setup.batch_size} x {setup.seq_len} tokens)"
     )
     print_plan(plan_memory(setup), setup, title, Console(width=None if sys.stdout.isatty() else 160))
@@ -135,7 +146,7 @@ def _serve(args: argparse.Namespace) -> None:
 
         if args.adapter is not None:
             raise ConfigError("--adapter", "serve ner needs a merged model: `dvc repro merge@ner` makes one")
-        app = webapp.ner_app(Predictor(task, args.model or Path("models/merged") / args.task), title)
+        app = webapp.ner_app(Predictor(task, model_dir(args)), title)
     else:
         app = webapp.chat_app(_assistant(args, "serve"), title)
     url = webapp.launch(app, args.port)
@@ -155,9 +166,24 @@ def _assistant(args: argparse.Namespace, command: str) -> Assistant:
         raise ConfigError(
             f"tasks.{args.task}.kind", f"{command} needs a generative (sft) task; for ner use `medtune predict`"
         )
-    model_dir = args.model or Path("models/merged") / args.task
-    log.info("Loading %s%s and the scope guard", model_dir, f" + adapter {args.adapter}" if args.adapter else "")
-    return load_assistant(task, model_dir, args.adapter, args.guard)
+    folder = model_dir(args)
+    log.info("Loading %s%s and the scope guard", folder, f" + adapter {args.adapter}" if args.adapter else "")
+    return load_assistant(task, folder, args.adapter, args.guard)
+
+
+def model_dir(args: argparse.Namespace) -> Path:
+    """The model folder a command runs: --model, the task's aligned model (--aligned), or its merged SFT model."""
+    if not args.aligned:
+        return args.model or Path("models/merged") / args.task
+    if args.model is not None or getattr(args, "adapter", None) is not None:
+        raise ConfigError("--aligned", "uses models/aligned/<task>: leave out --model and --adapter")
+    folder = Path("models/aligned") / args.task
+    if not folder.is_dir():
+        raise ConfigError(
+            "--aligned", f"{folder} does not exist: preference-tune the task first (docs/align.md), e.g. "
+            f"medtune params 'align.tasks=[{args.task}]' && dvc repro align@{args.task}",
+        )  # fmt: skip
+    return folder
 
 
 def _report(args: argparse.Namespace) -> None:
@@ -201,7 +227,7 @@ def _predict(args: argparse.Namespace) -> None:
         raise ConfigError("predict", "give either TEXT or --input FILE")
     if args.input is not None and args.output is None:
         raise ConfigError("predict", "--input needs --output (the output is what makes a batch run resumable)")
-    predictor = Predictor(task, args.model or Path("models/merged") / args.task)
+    predictor = Predictor(task, model_dir(args))
     if args.text is not None:
         result = predictor.predict([args.text], batch_size=1)[0]
         print(json.dumps(result.get("entities", result), indent=2, ensure_ascii=False))

@@ -38,6 +38,12 @@ LAUNCHERS = ("python", "accelerate")
 ATTENTION = ("eager", "sdpa", "flash_attention_2")  # transformers' attn_implementation values medtune trains with
 PHI_POLICIES = ("error", "warn", "redact")
 GGUF_TYPES = ("f32", "f16", "q8_0", "q4_k_m")
+EXPORT_MODELS = ("merged", "aligned")  # the folders under models/ export reads a task's model from
+# TRL 1.16 DPOConfig.loss_type: DPO's sigmoid, IPO, hinge (SLiC), ... (several at once are summed with weights)
+DPO_LOSSES = (
+    *("sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard"),
+    *("aot", "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm"),
+)
 SPLITS = ("train", "validation", "test")
 DATA_SOURCES = ("local", "hub")
 ON_INVALID = ("error", "drop")  # a bad record stops prepare, or is skipped and counted
@@ -240,6 +246,7 @@ class ExportConfig:
     tasks: list[str] = MISSING  # generative tasks to export (opt-in)
     types: list[str] = MISSING  # GGUF_TYPES
     ollama: str = MISSING  # the type the Modelfile serves
+    model: str = MISSING  # EXPORT_MODELS: the task's SFT model (merged) or its preference-tuned one (aligned)
 
 
 @dataclass
@@ -260,12 +267,18 @@ class PairsConfig:
     temperature: float = MISSING
     top_p: float = MISSING
     margin: float = MISSING  # best and worst must differ by more than this score (medtune.preference)
+    validation_share: float = MISSING  # given pairs without a validation file: this share of train, carved by seed
 
 
 @dataclass
 class AlignConfig:
     tasks: list[str] = MISSING  # generative tasks to align after SFT (opt-in)
+    given: list[str] = MISSING  # of those, the tasks whose pairs are the user's own (data/preference/<task>/)
     pairs: PairsConfig = field(default_factory=PairsConfig)
+    beta: float = MISSING  # TRL's beta: how far the aligned model may move from the SFT model
+    loss_type: list[str] = MISSING  # DPO_LOSSES (TRL's loss_type; several are summed)
+    max_length: int | None = MISSING  # tokens of prompt + answer; None: the task's max_length
+    train: dict[str, Any] = MISSING  # overrides of the task's training config for the DPO run (lr, epochs, ...)
 
 
 @dataclass
@@ -360,6 +373,15 @@ def train_config(params: Params, task: str) -> TrainConfig:
     except OmegaConfBaseException as err:
         error = _config_error(err, PARAMS_FILE)
         raise ConfigError(f"tasks.{task}.{error.key}", error.problem) from None
+
+
+def align_train_config(params: Params, task: str) -> TrainConfig:
+    """The task's training config (`train_config`) with `align.train` applied: the DPO run's."""
+    try:
+        return OmegaConf.merge(train_config(params, task), params.align.train)
+    except OmegaConfBaseException as err:
+        error = _config_error(err, PARAMS_FILE)
+        raise ConfigError(f"align.{error.key}", error.problem) from None  # error.key: train.<key>
 
 
 def max_length(params: Params, task: str) -> int:

@@ -350,6 +350,41 @@ def to_preference_records(rows: list[Row], id_column: str | None, on_invalid: st
     return to_records(rows, fields, id_column, on_invalid)
 
 
+PAIR_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")  # the file types given preference pairs may come in
+
+
+def read_given_pairs(folder: Path, validation_share: float, seed: int) -> tuple[dict[str, list[dict]], dict]:
+    """The user's preference pairs in `folder`: a `train.<ext>` file and, optionally, a `validation.<ext>` file
+    (JSONL, JSON, CSV or Parquet rows `{"prompt", "chosen", "rejected"[, "system", "id"]}`). A validation file is kept
+    as given; without one, `validation_share` of train is carved by seed, prompts never in both. Any bad row stops
+    with its file and line. Returns the splits and their stats (where each came from, rows per split)."""
+    files = {split: _split_file(folder, split) for split in ("train", "validation")}
+    if files["train"] is None:
+        kinds = ", ".join(f"train{suffix}" for suffix in PAIR_SUFFIXES)
+        raise DataError(str(folder), f"no train file of preference pairs ({kinds}: see data/preference/README.md)")
+    splits = {}
+    for split, path in files.items():
+        if path is not None:
+            rows = read_file_rows(path)
+            id_column = "id" if all(isinstance(row, dict) and "id" in row for _, row in rows) else None
+            splits[split], _ = to_preference_records(rows, id_column, "error")
+    if files["validation"] is None:
+        splits = split_records(splits["train"], {"validation": validation_share}, seed, str(files["train"]))
+    carved = f"carved from train ({validation_share:g})"
+    stats = {
+        split: {"file": str(path) if path else carved, "pairs": len(splits[split])} for split, path in files.items()
+    }
+    return splits, stats
+
+
+def _split_file(folder: Path, split: str) -> Path | None:
+    """The one `<split>.<ext>` file of `folder`, None when there is none; two of them are ambiguous."""
+    found = [folder / f"{split}{suffix}" for suffix in PAIR_SUFFIXES if (folder / f"{split}{suffix}").is_file()]
+    if len(found) > 1:
+        raise DataError(str(folder), f"two {split} files ({', '.join(p.name for p in found)}): keep one")
+    return found[0] if found else None
+
+
 def chat_fields(where: str, turns: Any, column: str = "messages") -> dict:
     """`{"prompt", "response"}` (and `system`, `history` when there are any) of one chat: a list of
     `{"role": "system" | "user" | "assistant", "content"}` turns (OpenAI), or of `{"from": "system" | "human" |

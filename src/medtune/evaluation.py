@@ -93,16 +93,16 @@ def evaluate_generation(
             results[name]["general"] = _scores(general_stats, prefix=GENERAL)
             log.info("%s, general: %s", name, {k: round(v, 4) for k, v in results[name]["general"].items()})
     samples = [
-        {"id": r["id"], "source": r["prompt"], "reference": r["response"], "base": b, "finetuned": f}
-        for r, b, f in zip(records, outputs["base"], outputs["finetuned"], strict=True)
+        {"id": r["id"], "source": r["prompt"], "reference": r["response"], **{n: out[i] for n, out in outputs.items()}}
+        for i, r in enumerate(records)
     ]
     general_ids = [item["id"] for item in general.items] if general is not None else []
     done = _with_intervals(results, statistics, ids, eval_cfg, seed, samples, {}, speed, general_ids)
     if general is not None:
         done.general_samples = [
-            {"id": item["id"], "instruction": item["instruction"], "reference": item["reference"], "base": b,
-             "finetuned": f}
-            for item, b, f in zip(general.items, general_outputs["base"], general_outputs["finetuned"], strict=True)
+            {"id": item["id"], "instruction": item["instruction"], "reference": item["reference"],
+             **{n: texts[i] for n, texts in general_outputs.items()}}
+            for i, item in enumerate(general.items)
         ]  # fmt: skip
     return done
 
@@ -141,8 +141,10 @@ def _with_intervals(
     speed: dict, general_ids: Sequence[str] = (),
 ) -> Evaluation:  # fmt: skip
     """The Evaluation, each headline metric of each model given its bootstrap interval (`eval.bootstrap_samples`
-    resamples of the test examples, seeded; none when 0), and the per-example statistics in examples.jsonl rows:
-    one per test example, then one per general item (`general.<metric>` statistics, the forgetting check)."""
+    resamples of the test examples, seeded; none when 0), the second model's change from the first (`difference`:
+    fine-tuned minus base, or aligned minus fine-tuned) with its paired interval (the same resampled examples for
+    both), and the per-example statistics in examples.jsonl rows: one per test example, then one per general item
+    (`general.<metric>` statistics, the forgetting check)."""
     bootstrap = Bootstrap(eval_cfg.bootstrap_samples, eval_cfg.confidence, seed)
     for name, scores in results.items():
         if bootstrap.samples and ids:
@@ -150,11 +152,27 @@ def _with_intervals(
                 metric: dict(zip(("low", "high"), bootstrap.interval(metric, statistics[name][key]), strict=True))
                 for metric, key in _interval_metrics(scores, statistics[name])
             }
+    first, second = list(results)[:2]
+    if bootstrap.samples and ids:
+        changes = _differences(results, statistics, first, second, bootstrap)
+        results["difference"] = {"of": f"{second} - {first}", **changes}
     results["bootstrap"] = {"samples": bootstrap.samples, "confidence": bootstrap.confidence, "seed": seed}
     examples = _example_rows(statistics, ids, lambda key: not key.startswith(GENERAL))
     examples += _example_rows(statistics, general_ids, lambda key: key.startswith(GENERAL))
     plots = {"scores.csv": _score_rows({k: v for k, v in results.items() if k in statistics}), **plots}
     return Evaluation(results, examples, samples, plots, speed)
+
+
+def _differences(results: dict, statistics: dict, first: str, second: str, bootstrap: Bootstrap) -> dict:
+    """`{metric: {"delta", "low", "high"}}`: each headline metric both models have, second minus first, with the
+    paired bootstrap interval of the change (left out where one model has nothing to count, e.g. no quantity kept)."""
+    shared = [(m, key) for m, key in _interval_metrics(results[second], statistics[second]) if key in statistics[first]]
+    differences = {}
+    for metric, key in shared:
+        change = bootstrap.paired_difference(metric, statistics[first][key], statistics[second][key])
+        if all(math.isfinite(value) for value in change):
+            differences[metric] = dict(zip(("delta", "low", "high"), change, strict=True))
+    return differences
 
 
 def _example_rows(statistics: dict, ids: Sequence[str], keep: Callable[[str], bool]) -> list[dict]:

@@ -13,6 +13,12 @@ sized before any weights are downloaded:
 - the logits of the LM head and the loss over them, large for a big vocabulary (every position counted);
 - a fixed allowance for the CUDA context and the allocator (`CUDA_OVERHEAD`).
 
+Preference tuning (`medtune plan --stage align`, medtune.alignment) is the same sum for TRL's DPOTrainer: a batch
+holds both answers of each pair (twice the sequences), the frozen base is the merged SFT model, which merge saves
+in fp32, TRL's LM head computes log-probabilities in chunks (the logits are counted once, in the compute dtype: an
+upper bound), and the reference model is the same weights with the adapter off, run without gradients: no weights
+of its own, and at most one layer's activations alive at a time (`reference`).
+
 The activation model follows what transformers' Llama/Mistral code, peft and bitsandbytes keep for backward.
 tests/test_plan.py checks it against the tensors autograd saves in medtune's own training forward pass and against
 peak memory other projects published; benchmarks/plan_memory.py against a CPU training run's measured memory.
@@ -25,7 +31,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from medtune.config import ArchitectureConfig, ModelConfig, Params, head_dim, max_length, train_config
+from medtune.config import (
+    ArchitectureConfig,
+    ModelConfig,
+    Params,
+    align_train_config,
+    head_dim,
+    max_length,
+    train_config,
+)
 from medtune.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -64,6 +78,7 @@ class TrainingSetup:
     gradient_checkpointing: bool = False
     loss: str = "fp32"  # see logits_bytes
     full: bool = False  # peft=full: every weight trained in fp32 (no LoRA: lora_targets empty, rank 0)
+    reference: bool = False  # preference tuning: a no-grad pass of the reference (the adapter off) per batch
 
 
 @dataclass(frozen=True)
@@ -80,6 +95,7 @@ class MemoryPlan:
     logits: int
     overhead: int
     gradient_checkpointing: bool  # which of the two totals the run will see
+    reference: int = 0  # preference tuning's reference pass: one layer's activations, without gradients
 
     def total(self, checkpointing: bool | None = None) -> int:
         """Peak memory with or without gradient checkpointing (default: as the run is configured).
@@ -88,7 +104,7 @@ class MemoryPlan:
         pass frees the logits before it recomputes the first layer, so only the larger of the two counts.
         """
         checkpointing = self.gradient_checkpointing if checkpointing is None else checkpointing
-        fixed = self.base_weights + self.lora_weights + self.gradients + self.optimizer + self.overhead
+        fixed = self.base_weights + self.lora_weights + self.gradients + self.optimizer + self.overhead + self.reference
         if not checkpointing:
             return fixed + self.activations + self.logits
         layer_inputs = self.activations_checkpointed - self.recomputed_layer
@@ -334,6 +350,7 @@ def plan_memory(setup: TrainingSetup, overhead: int = CUDA_OVERHEAD) -> MemoryPl
         logits=logits_bytes(setup),
         overhead=overhead,
         gradient_checkpointing=setup.gradient_checkpointing,
+        reference=layer_activation_bytes(setup) if setup.reference else 0,
     )
 
 
@@ -387,22 +404,36 @@ def architecture_from_config_json(path: Path) -> ArchitectureConfig:
     )
 
 
-def setup_from_params(params: Params) -> tuple[TrainingSetup, str]:
+def setup_from_params(params: Params, stage: str = "train") -> tuple[TrainingSetup, str]:
     """medtune's training run as params.yaml configures it, and the task it is planned for: the one with the most
-    tokens per batch (its `train` config, task overrides applied, times its max_length)."""
-    if not params.tasks:
-        raise ConfigError("tasks", "no task is configured, so there is no training run to plan")
-    task = max(params.tasks, key=lambda name: train_config(params, name).batch_size * max_length(params, name))
-    train, peft = train_config(params, task), params.peft
+    tokens per batch (its `train` config, task overrides applied, times its max_length). `stage="align"` plans the
+    preference tuning of the tasks in `align.tasks` instead (see the module's docstring)."""
+    align = stage == "align"
+    names = list(params.align.tasks) if align else list(params.tasks)
+    if not names:
+        what = (
+            "align.tasks is empty, so there is no preference run"
+            if align
+            else "no task is configured, so there is no training run"
+        )
+        raise ConfigError("align.tasks" if align else "tasks", f"{what} to plan")
+    config = align_train_config if align else train_config
+    length = (
+        (lambda name: params.align.max_length or max_length(params, name))
+        if align
+        else (lambda name: max_length(params, name))
+    )
+    task = max(names, key=lambda name: config(params, name).batch_size * length(name))
+    train, peft = config(params, task), params.peft
     quantization = peft.quantization  # None for lora (medtune.checks)
-    weight_bytes = training_weight_bytes(params.model.weights.dtype, peft.method)
+    weight_bytes = training_weight_bytes("float32" if align else params.model.weights.dtype, peft.method)
     full = peft.method == "full"
     setup = TrainingSetup(
         architecture=architecture_of(params.model),
         lora_targets=() if full else tuple(params.model.lora_targets),
         rank=0 if full else peft.r,
-        batch_size=train.batch_size,
-        seq_len=max_length(params, task),
+        batch_size=train.batch_size * (2 if align else 1),  # a pair's chosen and rejected answers
+        seq_len=length(task),
         weight_bytes=weight_bytes,
         quant_bits=None if quantization is None else quantization.bits,
         double_quant=quantization is not None and quantization.double_quant,
@@ -412,6 +443,8 @@ def setup_from_params(params: Params) -> tuple[TrainingSetup, str]:
         attention=train.attn_implementation,
         gradient_checkpointing=train.gradient_checkpointing,
         full=full,
+        loss="fused" if align else "fp32",
+        reference=align,
     )
     return setup, task
 
@@ -427,6 +460,7 @@ def print_plan(plan: MemoryPlan, setup: TrainingSetup, title: str, console: Cons
 
     trained = trained_parameters(setup)
     tokens = setup.batch_size * setup.seq_len
+    kept = "at most (TRL scores them in chunks)" if setup.reference else "all kept"
     table = Table(title=title)
     table.add_column("part")
     table.add_column("GiB", justify="right")
@@ -442,7 +476,12 @@ def print_plan(plan: MemoryPlan, setup: TrainingSetup, title: str, console: Cons
         ("optimizer state", plan.optimizer, "AdamW: two moments per trained parameter"),
         ("activations", plan.activations, "without gradient checkpointing"),
         ("activations (checkpointed)", plan.activations_checkpointed, "layer inputs + one layer recomputed"),
-        ("logits and loss", plan.logits, f"{tokens:,} tokens x {setup.architecture.vocab_size:,} words, all kept"),
+        ("logits and loss", plan.logits, f"{tokens:,} tokens x {setup.architecture.vocab_size:,} words, {kept}"),
+        *(
+            [("reference pass", plan.reference, "adapter off, no gradients: one layer at a time")]
+            if setup.reference
+            else []
+        ),
         ("CUDA context + allocator", plan.overhead, "fixed allowance"),
         ("total", plan.total(checkpointing=False), "without gradient checkpointing"),
         ("total (checkpointed)", plan.total(checkpointing=True), "with it: logits or recomputed layer, not both"),

@@ -46,6 +46,8 @@ MAX_CELL_CHARS = 400
 # runs of the same code in one test session), so never marked; shown side by side, saying whether the hardware matched
 TIMINGS = ("ms_per_token", "ms_per_sentence")
 
+ALIGNED = "aligned"  # metrics/<task>/aligned/: the preference-tuned model against the fine-tuned one
+
 
 @dataclass
 class MetricChange:
@@ -84,20 +86,29 @@ class MetricChange:
         return "better" if self.delta * sign > 0 else "worse"
 
 
+def reported_model(task: str) -> str:
+    """The model a report row of `task` is about: the fine-tuned one, or for `<task>/aligned` (the evaluation in
+    metrics/<task>/aligned/, evaluate_aligned's) the preference-tuned one."""
+    return ALIGNED if task.endswith(f"/{ALIGNED}") else "finetuned"
+
+
 def headline_metrics(metric_files: dict[str, Any]) -> dict[str, dict[str, float]]:
     """`{task: {metric: value}}` from DVC's metrics data of one revision: the fine-tuned model's scores in
     metrics/<task>/eval.json (nested names dotted), its speed in eval_resources.json, the final validation loss
-    of metrics/<task>/train.json and its benchmark scores in harness.json (`harness.<benchmark>.<metric>`).
+    of metrics/<task>/train.json and its benchmark scores in harness.json (`harness.<benchmark>.<metric>`); the
+    aligned model's, when a task is preference-tuned, as task `<task>/aligned` (metrics/<task>/aligned/).
     Only metrics with a direction are headline metrics (counts such as `examples` are context), and of the
     per-type scores only F1."""
     tasks: dict[str, dict[str, float]] = {}
     for path, content in metric_files.items():
         parts = Path(path).parts
+        if len(parts) == 4 and parts[2] == ALIGNED:  # the aligned model's evaluation: task `<task>/aligned`
+            parts = (parts[0], f"{parts[1]}/{ALIGNED}", parts[3])
         if len(parts) != 3 or parts[0] != "metrics" or "data" not in content:
             continue
         task, name = parts[1], parts[2]
         if name in ("eval.json", "eval_resources.json"):
-            values = flatten(content["data"].get("finetuned", {}))
+            values = flatten(content["data"].get(reported_model(task), {}))
         elif name == "train.json":
             values = {"eval_loss": content["data"].get("eval_loss")}
         elif name == "harness.json":
@@ -183,9 +194,8 @@ def _by_stderr(change: MetricChange, old_se: float | None, new_se: float | None,
 def _paired(change: MetricChange, old: list[dict], new: list[dict], bootstrap: Bootstrap) -> MetricChange:
     """The change tested on the fine-tuned model's statistics of the test examples both revisions scored."""
     key, _ = statistic(change.metric)
-    stats = [
-        {row["id"]: row["finetuned"][key] for row in rows if key in row.get("finetuned", {})} for rows in (old, new)
-    ]
+    model = reported_model(change.task)
+    stats = [{row["id"]: row[model][key] for row in rows if key in row.get(model, {})} for rows in (old, new)]
     if not all(stats):
         return replace(change, unmarked="no per-example scores")
     if stats[0].keys() != stats[1].keys():
@@ -299,19 +309,14 @@ def _with_stderr(scores: dict, metric: str) -> str:
     return f"{scores[metric]:.3f}" + ("" if se is None else f" ± {se:.3f}")
 
 
-def paired_samples(old: list[dict], new: list[dict], n: int = SAMPLES_PER_TASK) -> list[dict]:
-    """The first `n` test examples present in both revisions, with each revision's fine-tuned output.
+def paired_samples(old: list[dict], new: list[dict], n: int = SAMPLES_PER_TASK, model: str = "finetuned") -> list[dict]:
+    """The first `n` test examples present in both revisions, with each revision's output of `model`.
     Only generative tasks have text outputs; tagging samples (token lists) give none."""
-    old_by_id = {row["id"]: row for row in old if isinstance(row.get("finetuned"), str)}
+    old_by_id = {row["id"]: row for row in old if isinstance(row.get(model), str)}
     pairs = [
-        {
-            "source": row["source"],
-            "reference": row["reference"],
-            "old": old_by_id[row["id"]]["finetuned"],
-            "new": row["finetuned"],
-        }
+        {"source": row["source"], "reference": row["reference"], "old": old_by_id[row["id"]][model], "new": row[model]}
         for row in new
-        if row["id"] in old_by_id and isinstance(row.get("finetuned"), str)
+        if row["id"] in old_by_id and isinstance(row.get(model), str)
     ]
     return pairs[:n]
 
@@ -332,7 +337,9 @@ def write_report(against: str, rev: str | None = None, out: Path = Path("metrics
     samples, examples, hardware = {}, {}, {}
     for task in sorted(metrics[against].keys() & metrics[new_key].keys()):
         path = f"metrics/{task}/samples.jsonl"
-        pairs = paired_samples(_read_jsonl_at(repo, path, against), _read_jsonl_at(repo, path, rev))
+        pairs = paired_samples(
+            _read_jsonl_at(repo, path, against), _read_jsonl_at(repo, path, rev), model=reported_model(task)
+        )
         if pairs:
             samples[task] = pairs
         path = f"metrics/{task}/examples.jsonl"

@@ -307,7 +307,7 @@ class EpochSeededTrainer(Trainer):
 class LogLastStep(TrainerCallback):
     """Log the training loss at the last step too, so its curve always exists (a short run, such as
     `train.max_steps=2` with `logging_steps=5`, would otherwise write none and DVC would miss the plot).
-    The validation curve needs no help: `_train_and_save` evaluates once more after training."""
+    The validation curve needs no help: `train_and_save` evaluates once more after training."""
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
         if state.global_step >= state.max_steps:
@@ -319,25 +319,28 @@ class StopOnNonFinite(TrainerCallback):
     """Stop at the first step whose update leaves a trainable weight nan or infinite (a nan loss makes nan
     gradients, and the optimizer writes them into the weights in the same step), or whose logged loss is not finite.
     Checking the trainable weights costs ~1 ms a step for LoRA; without it a diverged run trains on to the end and
-    saves a nan adapter."""
+    saves a nan adapter. `lr_key` is the setting the error tells the user to lower."""
+
+    def __init__(self, lr_key: str = "train.lr") -> None:
+        self.lr_key = lr_key
 
     def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> Any:
         if model is not None and not all(torch.isfinite(p).all() for p in model.parameters() if p.requires_grad):
-            self._stop(f"step {state.global_step}: the update made trainable weights nan or infinite", args)
+            what = f"step {state.global_step}: the update made trainable weights nan or infinite"
+            self._stop(what, args.learning_rate)
         return control
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kwargs: Any) -> Any:
         for key in ("loss", "grad_norm", "eval_loss"):
             value = (logs or {}).get(key)
             if value is not None and not math.isfinite(value):
-                self._stop(f"step {state.global_step}: the {key.replace('_', ' ')} is {value}", args)
+                self._stop(f"step {state.global_step}: the {key.replace('_', ' ')} is {value}", args.learning_rate)
         return control
 
-    @staticmethod
-    def _stop(what: str, args: Any) -> None:
+    def _stop(self, what: str, lr: float) -> None:
         raise TrainingError(
-            f"{what}. Likely cause: the learning rate ({args.learning_rate:g}) is too high for this model and data; "
-            "lower train.lr or add warmup (train.warmup_steps). Less likely: fp16 overflow "
+            f"{what}. Likely cause: the learning rate ({lr:g}) is too high for this model and data; "
+            f"lower {self.lr_key} or add warmup (train.warmup_steps). Less likely: fp16 overflow "
             "(use bf16), or an example whose labels are all masked."
         )
 
@@ -423,7 +426,7 @@ def train_adapter(
         inputs = {"kind": kind, "peft": peft, "train": train, "targets": lora_targets, "labels": labels, "seed": seed}
         inputs["attention"] = attention
         run = checkpoints.fingerprint(
-            {**_plain(inputs), "train_examples": train_examples, "eval_examples": validation},
+            {**plain(inputs), "train_examples": train_examples, "eval_examples": validation},
             [p for p in Path(base_dir).iterdir() if p.is_file()],
         )
         resume = checkpoints.resume_point(checkpoint_dir, run)
@@ -444,7 +447,7 @@ def train_adapter(
         compute_loss_func=completion_loss if causal else None,
         callbacks=[*own_callbacks, *(callbacks or [])],
     )
-    results, resources = _train_and_save(trainer, adapter_dir, resume)
+    results, resources, _ = train_and_save(trainer, adapter_dir, resume)
     if trainer.is_world_process_zero():
         write_curves(trainer.state.log_history, live_dir)
         if checkpoint_dir:
@@ -452,7 +455,7 @@ def train_adapter(
     return results, resources
 
 
-def _plain(config: dict) -> dict:
+def plain(config: dict) -> dict:
     """The inputs with OmegaConf nodes as plain values, for the run's fingerprint."""
     from omegaconf import OmegaConf
 
@@ -480,7 +483,8 @@ def parameter_counts(model: Any) -> tuple[int, int]:
     return sum(p.numel() for p in model.parameters() if p.requires_grad), sum(p.numel() for p in model.parameters())
 
 
-def _train_and_save(trainer: Any, adapter_dir: Path, resume: Path | None) -> tuple[dict, dict]:
+def train_and_save(trainer: Any, adapter_dir: Path, resume: Path | None) -> tuple[dict, dict, dict]:
+    """Train (resuming from `resume`), evaluate once more, save the adapter: (results, resources, final evaluation)."""
     trainable, total = parameter_counts(trainer.model)
     log.info("Training %d of %d parameters (%.2f%%)", trainable, total, 100 * trainable / total)
     tokens_before = read_json(resume / "trainer_state.json")["num_input_tokens_seen"] if resume else 0
@@ -506,4 +510,4 @@ def _train_and_save(trainer: Any, adapter_dir: Path, resume: Path | None) -> tup
         "model_memory_mb": round(_mb(trainer.model), 1),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
-    return results, resources
+    return results, resources, final_eval

@@ -34,6 +34,18 @@ from medtune.preference import FAULTS, score_candidates
 from medtune.tasks import render_record_prompt
 
 QUANTITY_FAULTS = ("quantities_altered", "quantities_invented")
+# What each fault counts (medtune.preference.FAULTS is keyed by the metric that checks it: a `preserved` metric's
+# fault is a dropped item)
+LABELS = {
+    "quantities_preserved": "quantities dropped",
+    "quantities_altered": "quantities altered",
+    "quantities_invented": "quantities invented",
+    "medications_preserved": "medicines dropped",
+    "medications_invented": "medicines invented",
+    "format_adherence": "format broken",
+    "disclaimer_rate": "disclaimer missing",
+    "quantities_altered+invented": "quantities altered + invented",
+}
 TINY_RECORDS = [
     {
         "id": f"s-{i}",
@@ -123,7 +135,7 @@ def main() -> None:
     for column in ("fault", "SFT", "aligned", "aligned - SFT", "interval"):
         table.add_column(column, justify="left" if column == "fault" else "right")
     for name, f in figures.items():
-        table.add_row(name, f"{f['sft']:.3f}", f"{f['aligned']:.3f}", f"{f['difference']:+.3f}",
+        table.add_row(LABELS[name], f"{f['sft']:.3f}", f"{f['aligned']:.3f}", f"{f['difference']:+.3f}",
                       f"[{f['low']:+.3f}, {f['high']:+.3f}]")  # fmt: skip
     console = Console(width=160)
     console.print(table)

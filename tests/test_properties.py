@@ -846,7 +846,7 @@ DEEP = "[" * 300 + "]" * 300  # deeper than OmegaConf can merge, not than PyYAML
         (b"\ttrain: 1", "-"),
         (b"- 1\n- 2", "-"),
         (b"null", "-"),
-        ("\ufeffseed: 1".encode(), "align.pairs.margin"),  # a BOM is fine; the first key missing is named
+        ("\ufeffseed: 1".encode(), "align.beta"),  # a BOM is fine; the first key missing is named
         (b"train: 5", "train"),  # a value where a section belongs
         (b"tasks: {qa: {metrics: {}}}", "tasks.qa.metrics"),  # a section where a list belongs
         (b"tasks: {qa: {labels: [[O]]}}", "tasks.qa.labels[0]"),  # a list where text belongs

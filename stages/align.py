@@ -19,10 +19,10 @@ from pathlib import Path
 
 from medtune.alignment import train_dpo
 from medtune.card import model_card
-from medtune.config import align_train_config, load_params, max_length, task_config
+from medtune.config import align_max_length, align_train_config, load_params, task_config
 from medtune.console import log, run_main
 from medtune.io import atomic_dir, check_free_space, read_json, read_jsonl, write_json
-from medtune.modeling import check_logits, load_tokenizer, merge_adapter, probe_sequences
+from medtune.modeling import check_merge, load_tokenizer, merge_adapter, probe_sequences
 
 
 def main() -> None:
@@ -50,7 +50,7 @@ def main() -> None:
             lora_targets=params.model.lora_targets,
             beta=align.beta,
             losses=list(align.loss_type),
-            max_length=align.max_length or max_length(params, args.task),
+            max_length=align_max_length(params, args.task),
             seed=params.seed,
             adapter_dir=stack.enter_context(atomic_dir(args.adapter_dir)),
             live_dir=stack.enter_context(atomic_dir(args.metrics_dir / "align" / "live")),
@@ -66,8 +66,7 @@ def main() -> None:
     check_free_space(args.out_dir, weights, f"The aligned {args.task} model")
     probe = probe_sequences(args.tokenized_dir)
     merged, check = merge_adapter(args.sft_dir, args.adapter_dir, probe)
-    log.info("Adapter vs merged: max |logit difference| %.2e", check["max_abs_logit_diff"])
-    check_logits(check, "merge", f"the aligned {args.task} model", "the adapter model")
+    check_merge(check, "Adapter vs merged", f"the aligned {args.task} model", "the adapter model", len(probe))
     results["merge"] = check
     with atomic_dir(args.out_dir) as tmp:
         merged.save_pretrained(tmp, safe_serialization=True)

@@ -15,10 +15,10 @@ from pathlib import Path
 
 from medtune.card import model_card
 from medtune.config import load_params, task_config
-from medtune.console import log, run_main
+from medtune.console import run_main
 from medtune.io import atomic_dir, check_free_space, read_json, write_json
 from medtune.modeling import (
-    check_logits,
+    check_merge,
     compare_logits,
     load_model,
     load_tokenizer,
@@ -48,7 +48,7 @@ def main() -> None:
         merged, check = load_model(args.adapter_dir, labels, task.attention), {}
     else:
         merged, check = merge_adapter(args.base_dir, args.adapter_dir, probe, labels, task.attention)
-        report(check, "Adapter vs merged", f"the merged {args.task} model", "the adapter model", len(probe))
+        check_merge(check, "Adapter vs merged", f"the merged {args.task} model", "the adapter model", len(probe))
     with atomic_dir(args.out_dir) as tmp:
         merged.save_pretrained(tmp, safe_serialization=True)
         load_tokenizer(args.base_dir).save_pretrained(tmp)
@@ -57,21 +57,9 @@ def main() -> None:
         (tmp / "README.md").write_text(card, encoding="utf-8")
         # Loaded back as evaluate, predict and serve load it: the saved files (attention mode included) are the model
         saved = compare_logits(probe_logits(merged, probe), probe_logits(load_model(tmp, labels), probe))
-        report(saved, "Saved vs in memory", f"the saved {args.task} model", "the model it was saved from", len(probe))
+        what, original = f"the saved {args.task} model", "the model it was saved from"
+        check_merge(saved, "Saved vs in memory", what, original, len(probe))
     write_json(args.metrics_dir / "merge.json", {**check, "saved": saved, "probe_examples": len(probe)})
-
-
-def report(check: dict, compared: str, what: str, original: str, inputs: int) -> None:
-    """Log a logit comparison and refuse the model when it differs by more than rounding (modeling.check_logits)."""
-    log.info(
-        "%s on %d test inputs: max |logit difference| %.2e at max |logit| %.1f (relative %.1e)",
-        compared,
-        inputs,
-        check["max_abs_logit_diff"],
-        check["max_abs_logit"],
-        check["relative_logit_diff"],
-    )
-    check_logits(check, "merge", what, original)
 
 
 if __name__ == "__main__":

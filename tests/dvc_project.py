@@ -106,14 +106,23 @@ TASKS = ("qa", "simplification", "terminology", "ner")
 PER_TASK = ("prepare", "tokenize", "train", "merge", "evaluate")
 
 
+# The scratch file DVC writes beside an output to learn which link types the folder takes (dvc_objects' tmp_fname,
+# `.<16 random bytes, base64>.tmp`) and deletes at once: a SIGKILL of DVC itself in between leaves it. It is DVC's,
+# not an output, and no stage reads it.
+DVC_SCRATCH = re.compile(r"\.[\w-]{22}\.tmp")
+
+
 def build_outputs(root: Path) -> dict[str, bytes]:
     """Every file the pipeline wrote, by path: data, models and metrics. Left out: *_resources.json (wall-clock time
-    and memory) and leftovers of killed writes (`.*.tmp-*`)."""
+    and memory), leftovers of killed writes (`.*.tmp-*`) and DVC's scratch files (`DVC_SCRATCH`)."""
     files = [p for top in ("data/prepared", "data/tokenized", "models", "metrics") for p in (root / top).rglob("*")]
     return {
         str(p.relative_to(root)): p.read_bytes()
         for p in files
-        if p.is_file() and not p.name.endswith("_resources.json") and ".tmp-" not in str(p)
+        if p.is_file()
+        and not p.name.endswith("_resources.json")
+        and ".tmp-" not in str(p)
+        and not DVC_SCRATCH.fullmatch(p.name)
     }
 
 

@@ -218,6 +218,9 @@ def test_the_align_stage_killed_mid_training_resumes_to_the_same_adapter_and_mer
         (["align.tasks=[qa]", "peft=full"], r"align\.tasks.*peft\.method=full there is no adapter"),
         (["align.tasks=[qa]", "align.train.lr=-1"], r"align\.train\.lr"),
         (["align.tasks=[qa]", "+align.train.epoch=2"], r"align\.train\.epoch\b.*did you mean `epochs`"),
+        (["+align.train.epoch=2"], r"align\.train\.epoch\b.*did you mean `epochs`"),  # before any task aligns
+        (["+align.train.max_length=64"], r"align\.train\.max_length.*not read.*set align\.max_length"),
+        (["+align.train.padding_free=true"], r"align\.train\.padding_free.*not read.*TRL pads"),
     ],
 )
 def test_preference_settings_are_refused_before_anything_runs(conf_project, overrides, error):

@@ -37,11 +37,12 @@ def test_the_authored_general_set_is_valid_and_each_answer_is_in_its_reference()
 @pytest.mark.parametrize(
     ("second_line", "problem"),
     [
-        ({"id": "g-2", "instruction": "What is 2 plus 2?"}, 'general.jsonl:2: field "reference" must be non-empty'),
+        ({"id": "g-2", "instruction": "What is 2 plus 2?"}, 'general.jsonl:2: column "reference" .*not found'),
+        ({"instruction": "What is 2 plus 2?", "reference": "4"}, 'general.jsonl:2: id field "id" is missing'),
         ({"id": "g-2", "instruction": "Name a colour.", "reference": "Red.", "answer": ""}, 'field "answer"'),
         (
             {"id": "g-1", "instruction": "What is 2 plus 2?", "reference": "4"},
-            'general.jsonl:2: id "g-1" is used twice',
+            "general.jsonl:2: duplicate id 'g-1'",
         ),
     ],
 )

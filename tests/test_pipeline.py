@@ -2,20 +2,22 @@
 
 The scenario runs in order (each step starts from the state the previous one left):
 full build -> predict, chat and the CLI offline -> no-op rerun -> push, clone and pull through a DVC remote -> opt-in
-GGUF export -> opt-in harness benchmarks -> opt-in preference tuning (sampled, then given pairs) -> eval-only
-change -> one task's change -> data files tracked per task -> LoRA-rank experiment -> full fine-tuning -> model
-switch -> a queued sweep over one task -> the review report of one of its experiments against the baseline.
+GGUF export -> opt-in harness benchmarks -> opt-in preference tuning (sampled, then given pairs) -> what an eval-only
+change, one task's change and an edit of a task's data file make stale (`dvc status`: DVC reruns exactly those and
+what their new outputs feed) -> LoRA-rank experiment -> full fine-tuning -> model switch -> a queued sweep over one
+task -> the review report of one of its experiments against the baseline.
 Rebuilds (byte-identical, killed at every write) run on a build of their own: tests/test_pipeline_rebuild.py.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
-import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -35,15 +37,24 @@ from dvc_project import (
     stages_run,
 )
 from medtune.data import split_words
-from medtune.generation import _entities
+from medtune.generation import entities_from_tags
 from medtune.modeling import MAX_RELATIVE_LOGIT_DIFF
 
 pytestmark = pytest.mark.pipeline
 
 
+# qa's data lives outside data/raw/, where a user may keep a corpus (data.path): DVC tracks each task's own file
+QA_DATA = "corpora/qa.jsonl"
+
+
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_repo(tmp_path_factory.mktemp("medtune-repo"))
+    repo = make_repo(tmp_path_factory.mktemp("medtune-repo"))
+    (repo / QA_DATA).parent.mkdir()
+    (repo / "data/raw/qa.jsonl").rename(repo / QA_DATA)
+    set_task_config(repo, "qa", {"data": {"path": QA_DATA}})
+    commit_workspace(repo, "qa's data in corpora/")
+    return repo
 
 
 def test_repro_builds_every_stage_of_every_task_and_writes_the_metrics(repo):
@@ -101,7 +112,7 @@ def test_predict_tags_text_as_evaluate_tagged_it(repo):
                             env=command_env(), check=True)  # fmt: skip
     assert not NETWORK_LOG.exists()
     entities = json.loads(result.stdout)
-    assert entities == _entities(text, split_words(text), sample["finetuned"])
+    assert entities == entities_from_tags(text, split_words(text), sample["finetuned"])
     assert all(text[e["start"] : e["end"]] == e["text"] for e in entities)
 
 
@@ -216,21 +227,8 @@ def test_given_preference_pairs_replace_the_sampled_ones_and_the_aligned_model_e
     assert stages_run(dvc(repo, "repro")) == set()
 
 
-def test_an_evaluation_param_reruns_only_evaluate(repo):
-    set_root_config(repo, eval={"batch_size": 2})
-    assert stages_run(dvc(repo, "repro")) == {f"evaluate@{task}" for task in TASKS}
-
-
-def test_a_change_to_one_tasks_config_reruns_only_that_task(repo):
-    set_task_config(repo, "terminology", {"generation": {"max_new_tokens": 6}})
-    assert stages_run(dvc(repo, "repro")) == {"evaluate@terminology"}
-    set_task_config(repo, "simplification", {"system": "Use plain words."})
-    ran = stages_run(dvc(repo, "repro"))
-    assert ran == {"tokenize@simplification", "train@simplification", "merge@simplification", "evaluate@simplification"}
-
-
 def changed_stages(repo: Path) -> set[str]:
-    """The stages `dvc status` says are out of date."""
+    """The stages `dvc status` says are out of date: what `dvc repro` would start from."""
     result = subprocess.run(
         [sys.executable, "-m", "dvc", "status", "--json"], cwd=repo, capture_output=True, text=True, env=command_env()
     )
@@ -238,37 +236,54 @@ def changed_stages(repo: Path) -> set[str]:
     return set(json.loads(result.stdout))
 
 
-def test_each_task_tracks_its_own_data_file_wherever_it_is_in_the_project(repo):
-    """A task's file outside data/raw/ (data.path), edited after a build, reruns that task's prepare and no other
-    (before, DVC tracked data/raw/ as a whole: this edit went unseen, and any data/raw edit reran every task)."""
-    external = repo / "data" / "external" / "myqa.jsonl"
-    external.parent.mkdir(parents=True)
-    shutil.copy(repo / "data" / "raw" / "qa.jsonl", external)
-    set_task_config(repo, "qa", {"data": {"path": "data/external/myqa.jsonl"}})
-    dvc(repo, "repro")
+@contextlib.contextmanager
+def config_as_it_was(repo: Path) -> Iterator[None]:
+    """conf/ and params.yaml back as they were after the edits inside: the outputs are up to date again."""
+    saved = {path: path.read_bytes() for path in [*(repo / "conf").rglob("*.yaml"), repo / "params.yaml"]}
+    yield
+    for path, content in saved.items():
+        path.write_bytes(content)
     assert changed_stages(repo) == set()
 
-    external.write_text("".join(external.read_text().splitlines(keepends=True)[:-20]))
+
+def test_an_evaluation_param_makes_only_evaluate_stale(repo):
+    with config_as_it_was(repo):
+        set_root_config(repo, eval={"batch_size": 2})
+        assert changed_stages(repo) == {f"evaluate@{task}" for task in TASKS}
+
+
+def test_a_change_to_one_tasks_config_makes_only_that_tasks_stages_stale(repo):
+    with config_as_it_was(repo):
+        set_task_config(repo, "terminology", {"generation": {"max_new_tokens": 6}})
+        assert changed_stages(repo) == {"evaluate@terminology"}
+    with config_as_it_was(repo):
+        set_task_config(repo, "simplification", {"system": "Use plain words."})
+        stale = changed_stages(repo)  # tokenize renders the prompt; merge and evaluate record it (card, prompts)
+        assert stale == {"tokenize@simplification", "merge@simplification", "evaluate@simplification"}
+
+
+def test_each_task_tracks_its_own_data_file_wherever_it_is_in_the_project(repo):
+    """An edit of qa's file outside data/raw/ (data.path) makes that task's prepare stale and no other; an edit of
+    ner's file adds ner's (before, DVC tracked data/raw/ as a whole: the first edit went unseen, and any data/raw
+    edit reran every task)."""
+    qa, ner = repo / QA_DATA, repo / "data" / "raw" / "ner.jsonl"
+    qa_lines, ner_lines = qa.read_text(), ner.read_text()
+    qa.write_text("".join(qa_lines.splitlines(keepends=True)[:-20]))
     assert changed_stages(repo) == {"prepare@qa"}
-    ner = repo / "data" / "raw" / "ner.jsonl"
-    ner_lines = ner.read_text()
     ner.write_text("".join(ner_lines.splitlines(keepends=True)[:-5]))
     assert changed_stages(repo) == {"prepare@qa", "prepare@ner"}
-
-    ner.write_text(ner_lines)  # as it was, for the tests below (DVC's run cache restores the earlier outputs)
-    shutil.rmtree(external.parent)
-    set_task_config(repo, "qa", {"data": {"path": "data/raw/qa.jsonl"}})
-    dvc(repo, "repro")
+    qa.write_text(qa_lines)
+    ner.write_text(ner_lines)
     assert changed_stages(repo) == set()
 
 
-# The experiments below run one task of each kind of model head (-S 'tasks=[...]'): the others take the same path
+# The experiments below run a task or one of each kind of model head (-S 'tasks=[...]'): the others take the same path
 ONE_TASK_PER_HEAD = ("qa", "ner")
 
 
 def test_an_experiment_on_lora_rank_reruns_train_merge_and_evaluate(repo):
-    ran = stages_run(dvc(repo, "exp", "run", "-S", "peft.r=16", "-S", f"tasks=[{','.join(ONE_TASK_PER_HEAD)}]"))
-    assert ran == {f"{stage}@{task}" for stage in ("train", "merge", "evaluate") for task in ONE_TASK_PER_HEAD}
+    ran = stages_run(dvc(repo, "exp", "run", "-S", "peft.r=16", "-S", "tasks=[qa]"))
+    assert ran == {"train@qa", "merge@qa", "evaluate@qa"}
     assert yaml.safe_load((repo / "params.yaml").read_text())["peft"]["r"] == 16  # dvc composed it from conf/
 
 

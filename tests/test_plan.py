@@ -379,6 +379,8 @@ def test_preference_tuning_is_planned_with_both_answers_of_each_pair_and_the_ref
     assert align_plan.total() > sft_plan.total()
     with pytest.raises(ConfigError, match=r"align\.tasks is empty, so there is no preference run to plan"):
         setups()
+    (packed, _), (padded, _) = setups(*mistral, "train.padding_free=true")
+    assert packed.padding_free and not padded.padding_free  # DPOTrainer pads each pair's answers: so is the plan
 
     from medtune.cli import main
 

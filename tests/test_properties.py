@@ -33,7 +33,7 @@ from omegaconf import OmegaConf
 
 from conftest import ROOT, a_data, a_task
 from medtune import data
-from medtune.config import Params, load_params, validate
+from medtune.config import Params, TrainConfig, load_params, validate
 from medtune.errors import ConfigError, DataError, MedtuneError
 from medtune.predict import read_inputs
 from medtune.scope import read_scope_questions
@@ -697,8 +697,10 @@ SCHEMA_KEYS = [
 
 
 def schema_fields(path: tuple[str, ...]) -> list[str]:
-    """The valid keys under `path`, read from the dataclasses of medtune.config (tasks.<name>: any name)."""
-    node: Any = Params
+    """The valid keys under `path`, read from the dataclasses of medtune.config (tasks.<name>: any name;
+    align.train overrides the keys of train)."""
+    node: Any = TrainConfig if path == ("align", "train") else Params
+    path = () if path == ("align", "train") else path
     for part in path:
         node = typing.get_type_hints(node)[part] if dataclasses.is_dataclass(node) else typing.get_args(node)[1]
         if isinstance(node, types.UnionType):  # X | None -> X
@@ -907,6 +909,7 @@ def test_misspelled_keys_from_the_issue_are_refused_with_the_right_key():
         (("tasks", "qa", "max_length"), "max_lenght"),
         (("model", "architecture", "hidden_size"), "hiden_size"),
         (("peft", "quantization", "bits"), "bit"),
+        (("align", "train", "lr"), "alr"),  # a map of overrides of train: train's keys
     ]:
         raw = copy.deepcopy(PARAMS)
         parent = at(raw, path[:-1])
@@ -919,6 +922,7 @@ def test_the_schema_walk_of_these_tests_covers_nested_sections():
     assert "hidden_size" in schema_fields(("model", "architecture"))
     assert "bits" in schema_fields(("peft", "quantization"))
     assert "max_length" in schema_fields(("tasks", "qa"))
+    assert "lr" in schema_fields(("align", "train"))
 
 
 # ---- training intervals: a step count or a fraction of an epoch --------------------------------------------------

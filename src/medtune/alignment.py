@@ -106,11 +106,8 @@ def train_dpo(
     validation = sample_records(eval_pairs, train.eval_max_examples, seed)
     inputs = {"peft": peft, "train": train, "targets": lora_targets, "beta": beta, "losses": losses, "seed": seed}
     inputs |= {"max_length": max_length, "system": system, "template": template}
-    run = checkpoints.fingerprint(
-        {**plain(inputs), "train_pairs": train_pairs, "eval_pairs": validation},
-        [p for p in Path(sft_dir).iterdir() if p.is_file()],
-    )
-    resume = checkpoints.resume_point(checkpoint_dir, run)
+    inputs = {**plain(inputs), "train_pairs": train_pairs, "eval_pairs": validation}
+    run = checkpoints.Run(checkpoint_dir, inputs, sft_dir)
     model = load_base_for_training("sft", sft_dir, [], peft, train, seed)
     epoch_steps = steps_per_epoch(len(train_pairs), train.batch_size, train.grad_accum)
     trainer = DPOTrainer(
@@ -123,15 +120,15 @@ def train_dpo(
         callbacks=[
             LogLastStep(),
             StopOnNonFinite("align.train.lr"),
-            checkpoints.RecordCheckpoints(checkpoint_dir, run),
+            run.callback,
             *(callbacks or []),
         ],
     )
     if train.bf16 and peft.method == "lora" and not peft.use_dora:
         log.info("LoRA layers set to skip repeated autocast casts: %d", skip_autocast_copies(trainer.model))
-    results, resources, final_eval = train_and_save(trainer, adapter_dir, resume)
+    results, resources, final_eval = train_and_save(trainer, adapter_dir, run.resume)
     results |= {f"eval_{m}": final_eval[f"eval_{m}"] for m in REWARD_METRICS}
     results |= {"pairs": len(train_pairs), "validation_pairs": len(validation)}
     write_curves(trainer.state.log_history, live_dir)
-    checkpoints.finish(checkpoint_dir, run)
+    run.finish()
     return results, resources

@@ -30,6 +30,21 @@ STATE = "state.json"
 PREFIX = "checkpoint-"
 
 
+class Run:
+    """A resumable training run in `folder`: the fingerprint of its `inputs` (a JSON-able object) and of the files of
+    the model it starts from, the checkpoint to resume from (`resume`, None: start afresh), the Trainer callback that
+    records each checkpoint (`callback`), and `finish()` once the adapter is saved. The SFT and the DPO run share it."""
+
+    def __init__(self, folder: Path, inputs: dict, model_dir: Path):
+        self.folder = folder
+        self.fingerprint = fingerprint(inputs, [p for p in Path(model_dir).iterdir() if p.is_file()])
+        self.resume = resume_point(folder, self.fingerprint)
+        self.callback = RecordCheckpoints(folder, self.fingerprint)
+
+    def finish(self) -> None:
+        finish(self.folder, self.fingerprint)
+
+
 def fingerprint(params: Params, files: list[Path]) -> str:
     """sha256 of the run's params (a JSON-able object) and the contents of the files it reads."""
     digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode())

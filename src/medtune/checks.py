@@ -49,6 +49,7 @@ from medtune.config import (
     TrainConfig,
     align_train_config,
     carved_shares,
+    merge_train,
     split_files,
     train_config,
 )
@@ -57,6 +58,14 @@ from medtune.errors import ConfigError
 TINY_SHAPE = ("init_seed", "hidden_size", "intermediate_size", "num_hidden_layers")
 TINY_SHAPE += ("num_attention_heads", "num_key_value_heads")
 QUANT_TYPES = ("nf4", "fp4")
+# The `train` keys the DPO run does not read, and what to set instead.
+ALIGN_UNREAD = {
+    "max_length": "set align.max_length (tokens of prompt + answer)",
+    "padding_free": "TRL pads each pair's two answers to a batch",
+    "group_by_length": "pairs are drawn in seeded random order (a pair has no single length)",
+    "launcher": "it runs in one process",
+    "accelerate_config": "it runs in one process",
+}
 
 
 def check_params(cfg: Params) -> None:
@@ -411,7 +420,18 @@ def check_align(cfg: Params) -> None:
             "preference tuning trains a LoRA adapter over the SFT model, whose reference is the same weights with the "
             "adapter off; with peft.method=full there is no adapter: use peft=lora (or qlora) for an aligned run",
         )
-    for task in align.tasks:
+    check_align_train(cfg)
+
+
+def check_align_train(cfg: Params) -> None:
+    """`align.train`: known keys (checked even while align.tasks is empty: a typo is caught when it is written, not
+    when a task is first aligned), none the DPO run does not read, and the checks of `train` for each aligned task's
+    merged config."""
+    for name, why in ALIGN_UNREAD.items():
+        if name in cfg.align.train:
+            raise ConfigError(f"align.train.{name}", f"is not read by the align stage: {why}")
+    merge_train(cfg.train, cfg.align.train, "align.train")
+    for task in cfg.align.tasks:
         check_train(align_train_config(cfg, task), "align.train")
 
 

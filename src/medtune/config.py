@@ -368,20 +368,26 @@ def load_params(path: str | Path = PARAMS_FILE) -> Params:
 
 def train_config(params: Params, task: str) -> TrainConfig:
     """The global `train` config with the task's own `train` overrides applied (unknown keys are refused)."""
-    try:
-        return OmegaConf.merge(params.train, task_config(params, task).train)
-    except OmegaConfBaseException as err:
-        error = _config_error(err, PARAMS_FILE)
-        raise ConfigError(f"tasks.{task}.{error.key}", error.problem) from None
+    return merge_train(params.train, task_config(params, task).train, f"tasks.{task}.train")
 
 
 def align_train_config(params: Params, task: str) -> TrainConfig:
     """The task's training config (`train_config`) with `align.train` applied: the DPO run's."""
+    return merge_train(train_config(params, task), params.align.train, "align.train")
+
+
+def align_max_length(params: Params, task: str) -> int:
+    """Tokens of prompt + answer in a preference pair: `align.max_length`, else the task's (`max_length`)."""
+    return params.align.max_length or max_length(params, task)
+
+
+def merge_train(base: TrainConfig, overrides: Any, key: str) -> TrainConfig:
+    """`base` with `overrides` merged over it; an unknown key or a wrong type is refused as `<key>.<name>`."""
     try:
-        return OmegaConf.merge(train_config(params, task), params.align.train)
+        return OmegaConf.merge(base, overrides)
     except OmegaConfBaseException as err:
-        error = _config_error(err, PARAMS_FILE)
-        raise ConfigError(f"align.{error.key}", error.problem) from None  # error.key: train.<key>
+        error = _config_error(err, PARAMS_FILE)  # error.key: train.<name>, whichever train config `base` is
+        raise ConfigError(f"{key}.{error.key.removeprefix('train.')}", error.problem) from None
 
 
 def max_length(params: Params, task: str) -> int:

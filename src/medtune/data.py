@@ -327,7 +327,7 @@ def to_sft_records(
     else:
 
         def fields(where: str, row: dict) -> dict:
-            return {field: _text_field(where, row, column, field) for field, column in columns.items()}
+            return {field: text_field(where, row, column, field) for field, column in columns.items()}
 
     return to_records(rows, fields, id_column, on_invalid)
 
@@ -340,11 +340,11 @@ def to_preference_records(rows: list[Row], id_column: str | None, on_invalid: st
     non-empty text; a pair whose two answers are the same text teaches nothing and is a bad record."""
 
     def fields(where: str, row: dict) -> dict:
-        record = {field: _text_field(where, row, field, field) for field in PREFERENCE_FIELDS}
+        record = {field: text_field(where, row, field, field) for field in PREFERENCE_FIELDS}
         if record["chosen"] == record["rejected"]:
             raise DataError(where, "chosen and rejected are the same text")
         if row.get("system") is not None:
-            record["system"] = _text_field(where, row, "system", "system")
+            record["system"] = text_field(where, row, "system", "system")
         return record
 
     return to_records(rows, fields, id_column, on_invalid)
@@ -460,7 +460,8 @@ def _column(where: str, row: dict, column: str, field: str) -> Any:
     return row[column]
 
 
-def _text_field(where: str, row: dict, column: str, field: str) -> str:
+def text_field(where: str, row: dict, column: str, field: str) -> str:
+    """The `column` of a row read as our `field`: non-empty text, normalised (`normalise_text`)."""
     value = _column(where, row, column, field)
     if not isinstance(value, str):
         raise DataError(where, f'field "{column}" must be text, got {type(value).__name__}')
@@ -609,7 +610,7 @@ def to_token_records(
     else:  # text and entities (check_task)
 
         def fields(where: str, row: dict) -> dict:
-            text = _text_field(where, row, columns["text"], "text")
+            text = text_field(where, row, columns["text"], "text")
             entities = _column(where, row, columns["entities"], "entities")
             return tag_entities(where, text, entities, labels)
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from medtune.config import EvalConfig
-from medtune.data import read_file_rows
+from medtune.data import read_file_rows, text_field, to_records
 from medtune.errors import DataError
 from medtune.generation import Generations, example_nll, generate
 from medtune.metrics import rouge_l_scores
@@ -33,19 +33,12 @@ _WORD = re.compile(r"\w+")
 def read_general_set(path: Path, max_examples: int | None) -> list[dict]:
     """The general items of a JSONL/JSON/CSV file: `id`, `instruction`, `reference`, optional `answer`, each
     non-empty text; an item that breaks this stops the stage at its line."""
-    items, seen = [], set()
-    for where, row in read_file_rows(path):
-        if isinstance(row, DataError):
-            raise row
-        if not isinstance(row, dict):
-            raise DataError(where, f"must be an object with id, instruction and reference, got {type(row).__name__}")
-        for field in ("id", "instruction", "reference", *(("answer",) if "answer" in row else ())):
-            if not isinstance(row.get(field), str) or not row[field].strip():
-                raise DataError(where, f'field "{field}" must be non-empty text')
-        if row["id"] in seen:
-            raise DataError(where, f'id "{row["id"]}" is used twice')
-        seen.add(row["id"])
-        items.append(row)
+
+    def fields(where: str, row: dict) -> dict:
+        names = ("instruction", "reference", *(("answer",) if "answer" in row else ()))
+        return {name: text_field(where, row, name, name) for name in names}
+
+    items, _ = to_records(read_file_rows(path), fields, "id", "error")
     return items[:max_examples]
 
 

@@ -170,11 +170,13 @@ def extract_entities(
     examples = [e for r in records for e in tokenize_tagged(tokenizer, r, {"O": 0}, max_length)]
     ids = [r["id"] for r in records]
     tags = dict(zip(ids, predict_tags(model, examples, labels, batch_size, ids), strict=True)) if ids else {}
-    return [_entities(text, ws, tags.get(str(i), [])) for i, (text, ws) in enumerate(zip(texts, words, strict=True))]
+    texts_words = enumerate(zip(texts, words, strict=True))
+    return [entities_from_tags(text, ws, tags.get(str(i), [])) for i, (text, ws) in texts_words]
 
 
-def _entities(text: str, words: list[tuple[str, int, int]], tags: list[str]) -> list[dict]:
-    """Spans of B-X I-X... tags (an I-X that continues nothing starts an entity, as seqeval's default mode reads it)."""
+def entities_from_tags(text: str, words: list[tuple[str, int, int]], tags: list[str]) -> list[dict]:
+    """Spans of B-X I-X... tags over the `words` of `text` (split_words: each with its character offsets); an I-X
+    that continues nothing starts an entity, as seqeval's default mode reads it."""
     entities: list[dict] = []
     current = None
     for (_, start, end), tag in zip(words, tags, strict=True):

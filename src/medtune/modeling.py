@@ -374,3 +374,17 @@ def check_logits(check: dict, made_by: str, what: str, original: str) -> None:
             f"{what} differs from {original} by {check['relative_logit_diff']:.2g} x the largest logit "
             f"(allowed for {made_by}: {allowed:g}): it was made wrongly, not just rounded"
         )
+
+
+def check_merge(check: dict, compared: str, what: str, original: str, inputs: int) -> None:
+    """Log a merge's `compare_logits` (`compared`: which two models, on `inputs` test sequences) and refuse `what`
+    when it differs from `original` by more than rounding (`check_logits`). The merge and align stages call it."""
+    log.info(
+        "%s on %d test inputs: max |logit difference| %.2e at max |logit| %.1f (relative %.1e)",
+        compared,
+        inputs,
+        check["max_abs_logit_diff"],
+        check["max_abs_logit"],
+        check["relative_logit_diff"],
+    )
+    check_logits(check, "merge", what, original)

@@ -35,6 +35,7 @@ from medtune.config import (
     ArchitectureConfig,
     ModelConfig,
     Params,
+    align_max_length,
     align_train_config,
     head_dim,
     max_length,
@@ -409,21 +410,15 @@ def setup_from_params(params: Params, stage: str = "train") -> tuple[TrainingSet
     tokens per batch (its `train` config, task overrides applied, times its max_length). `stage="align"` plans the
     preference tuning of the tasks in `align.tasks` instead (see the module's docstring)."""
     align = stage == "align"
-    names = list(params.align.tasks) if align else list(params.tasks)
+    if align:
+        names, config, length = list(params.align.tasks), align_train_config, align_max_length
+        key, empty = "align.tasks", "align.tasks is empty, so there is no preference run to plan"
+    else:
+        names, config, length = list(params.tasks), train_config, max_length
+        key, empty = "tasks", "no task is configured, so there is no training run to plan"
     if not names:
-        what = (
-            "align.tasks is empty, so there is no preference run"
-            if align
-            else "no task is configured, so there is no training run"
-        )
-        raise ConfigError("align.tasks" if align else "tasks", f"{what} to plan")
-    config = align_train_config if align else train_config
-    length = (
-        (lambda name: params.align.max_length or max_length(params, name))
-        if align
-        else (lambda name: max_length(params, name))
-    )
-    task = max(names, key=lambda name: config(params, name).batch_size * length(name))
+        raise ConfigError(key, empty)
+    task = max(names, key=lambda name: config(params, name).batch_size * length(params, name))
     train, peft = config(params, task), params.peft
     quantization = peft.quantization  # None for lora (medtune.checks)
     weight_bytes = training_weight_bytes("float32" if align else params.model.weights.dtype, peft.method)
@@ -433,13 +428,13 @@ def setup_from_params(params: Params, stage: str = "train") -> tuple[TrainingSet
         lora_targets=() if full else tuple(params.model.lora_targets),
         rank=0 if full else peft.r,
         batch_size=train.batch_size * (2 if align else 1),  # a pair's chosen and rejected answers
-        seq_len=length(task),
+        seq_len=length(params, task),
         weight_bytes=weight_bytes,
         quant_bits=None if quantization is None else quantization.bits,
         double_quant=quantization is not None and quantization.double_quant,
         autocast=train.bf16,
         lora_dropout=not full and peft.dropout > 0,
-        padding_free=train.padding_free,
+        padding_free=train.padding_free and not align,  # DPOTrainer pads each pair's answers
         attention=train.attn_implementation,
         gradient_checkpointing=train.gradient_checkpointing,
         full=full,

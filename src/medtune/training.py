@@ -421,21 +421,16 @@ def train_adapter(
     validation = sample_records(eval_examples, train.eval_max_examples, seed)
     if len(validation) < len(eval_examples):
         log.info("Validating on %d of %d examples (train.eval_max_examples)", len(validation), len(eval_examples))
-    run = resume = None
+    run = None
     if checkpoint_dir:  # the fingerprint reads every base model file: only a resumable run needs it
         inputs = {"kind": kind, "peft": peft, "train": train, "targets": lora_targets, "labels": labels, "seed": seed}
         inputs["attention"] = attention
-        run = checkpoints.fingerprint(
-            {**plain(inputs), "train_examples": train_examples, "eval_examples": validation},
-            [p for p in Path(base_dir).iterdir() if p.is_file()],
-        )
-        resume = checkpoints.resume_point(checkpoint_dir, run)
+        inputs = {**plain(inputs), "train_examples": train_examples, "eval_examples": validation}
+        run = checkpoints.Run(checkpoint_dir, inputs, base_dir)
     set_seed(seed)  # before the model exists, so LoRA (and head) init is reproducible
     causal = kind == "sft"
     model = trainable_model(kind, base_dir, labels, peft, train, lora_targets, seed, attention)
-    own_callbacks = [LogLastStep(), StopOnNonFinite()]
-    if checkpoint_dir:
-        own_callbacks.append(checkpoints.RecordCheckpoints(checkpoint_dir, run))
+    own_callbacks = [LogLastStep(), StopOnNonFinite(), *([run.callback] if run else [])]
     processes = int(os.environ.get("WORLD_SIZE", "1"))  # set by `accelerate launch`: each process takes its batches
     epoch_steps = steps_per_epoch(len(train_examples), train.batch_size, train.grad_accum, processes)
     trainer = EpochSeededTrainer(
@@ -447,11 +442,11 @@ def train_adapter(
         compute_loss_func=completion_loss if causal else None,
         callbacks=[*own_callbacks, *(callbacks or [])],
     )
-    results, resources, _ = train_and_save(trainer, adapter_dir, resume)
+    results, resources, _ = train_and_save(trainer, adapter_dir, run and run.resume)
     if trainer.is_world_process_zero():
         write_curves(trainer.state.log_history, live_dir)
-        if checkpoint_dir:
-            checkpoints.finish(checkpoint_dir, run)
+        if run:
+            run.finish()
     return results, resources
 
 

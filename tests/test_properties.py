@@ -699,8 +699,9 @@ SCHEMA_KEYS = [
 def schema_fields(path: tuple[str, ...]) -> list[str]:
     """The valid keys under `path`, read from the dataclasses of medtune.config (tasks.<name>: any name;
     align.train overrides the keys of train)."""
-    node: Any = TrainConfig if path == ("align", "train") else Params
-    path = () if path == ("align", "train") else path
+    if path == ("align", "train"):
+        return [f.name for f in dataclasses.fields(TrainConfig)]
+    node: Any = Params
     for part in path:
         node = typing.get_type_hints(node)[part] if dataclasses.is_dataclass(node) else typing.get_args(node)[1]
         if isinstance(node, types.UnionType):  # X | None -> X

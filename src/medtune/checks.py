@@ -167,18 +167,14 @@ def check_train(train: TrainConfig, key: str) -> None:
 def check_task_train(cfg: Params, task: str) -> None:
     """A task's own `train` overrides: known keys (train_config merges them), the checks of `train`, and not the two
     keys that are one value for the whole run."""
-    own = cfg.tasks[task].train
-    if "max_length" in own:
-        raise ConfigError(
-            f"tasks.{task}.train.max_length",
-            f"is not read: set the task's tokens per example with tasks.{task}.max_length "
-            "(train.max_length sets one length for every task)",
-        )
-    if "accelerate_config" in own:  # dvc.yaml tracks the file of train.accelerate_config, the same for every task
-        raise ConfigError(
-            f"tasks.{task}.train.accelerate_config",
-            "is one file for the whole run: set train.accelerate_config (a task may still set its own launcher)",
-        )
+    refused = {
+        "max_length": f"is not read: set the task's tokens per example with tasks.{task}.max_length "
+        "(train.max_length sets one length for every task)",
+        # dvc.yaml tracks the file of train.accelerate_config, the same for every task
+        "accelerate_config": "is one file for the whole run: set train.accelerate_config (a task may still set its "
+        "own launcher)",
+    }
+    refuse_keys(cfg.tasks[task].train, refused, f"tasks.{task}.train")
     train = train_config(cfg, task)
     check_train(train, f"tasks.{task}.train")
     if cfg.tasks[task].attention == "bidirectional" and train.padding_free:
@@ -427,12 +423,19 @@ def check_align_train(cfg: Params) -> None:
     """`align.train`: known keys (checked even while align.tasks is empty: a typo is caught when it is written, not
     when a task is first aligned), none the DPO run does not read, and the checks of `train` for each aligned task's
     merged config."""
-    for name, why in ALIGN_UNREAD.items():
-        if name in cfg.align.train:
-            raise ConfigError(f"align.train.{name}", f"is not read by the align stage: {why}")
+    refused = {name: f"is not read by the align stage: {why}" for name, why in ALIGN_UNREAD.items()}
+    refuse_keys(cfg.align.train, refused, "align.train")
     merge_train(cfg.train, cfg.align.train, "align.train")
     for task in cfg.align.tasks:
         check_train(align_train_config(cfg, task), "align.train")
+
+
+def refuse_keys(overrides: DictConfig, refused: dict[str, str], key: str) -> None:
+    """A map of training overrides (`tasks.<name>.train`, `align.train`) must not set the keys in `refused`, each
+    with the problem to report as `<key>.<name>`."""
+    for name, problem in refused.items():
+        if name in overrides:
+            raise ConfigError(f"{key}.{name}", problem)
 
 
 def generative_tasks(key: str, names: list[str], tasks: DictConfig) -> None:
